@@ -1,0 +1,15 @@
+"""keras_stn: Spatial Transformer Networks as Keras 3 layers.
+
+Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks",
+NIPS 2015, arXiv:1506.02025.
+"""
+
+from keras_stn import initializers
+from keras_stn import ops
+from keras_stn import transforms
+from keras_stn.layers import GridGenerator
+from keras_stn.layers import Sampler
+
+__version__ = "0.1.0"
+
+__all__ = ["GridGenerator", "Sampler", "initializers", "ops", "transforms"]

@@ -1,0 +1,100 @@
+import keras
+
+from keras_stn import _checks
+from keras_stn.ops import sampling
+
+
+@keras.saving.register_keras_serializable(package="keras_stn")
+class Sampler(keras.layers.Layer):
+    """Reads images at the points of a sampling grid (the paper's sampler).
+
+    A thin layer over `keras_stn.ops.sample`: bilinear (the paper's kernel) or
+    nearest interpolation, zeros / border / reflection padding, differentiable with
+    respect to the images and the grid. The grid is kept in float32 under a mixed
+    precision policy; the output is in the layer's compute dtype.
+
+    Reference: Jaderberg et al., Spatial Transformer Networks, NIPS 2015, sec. 3.3.
+
+    Args:
+        interpolation: `"bilinear"` or `"nearest"`.
+        padding_mode: `"zeros"`, `"border"` or `"reflection"`.
+        align_corners: whether -1 and +1 are the centres of the corner pixels
+            (default `False`: their outer edges).
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`.
+
+    Call arguments:
+        inputs: a list `[images, grid]`.
+
+    Input shape:
+        images `(batch, height, width, channels)` (channels last), grid
+        `(batch, out_height, out_width, 2)`.
+
+    Output shape:
+        `(batch, out_height, out_width, channels)` (channels last).
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_stn import ops
+    >>> images = np.random.rand(2, 8, 8, 3).astype("float32")
+    >>> grid = ops.affine_grid(np.tile([[1, 0, 0, 0, 1, 0]], (2, 1)).astype("float32"), (4, 4))
+    >>> tuple(Sampler()([images, grid]).shape)
+    (2, 4, 4, 3)
+    """
+
+    def __init__(
+        self,
+        interpolation="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+        data_format=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.interpolation = _checks.check_choice(
+            "interpolation", interpolation, sampling.INTERPOLATIONS
+        )
+        self.padding_mode = _checks.check_choice(
+            "padding_mode", padding_mode, sampling.PADDING_MODES
+        )
+        self.align_corners = bool(align_corners)
+        self.data_format = _checks.check_data_format(data_format)
+
+    def call(self, inputs):
+        images, grid = _unpack_pair(inputs)
+        if _checks.is_float(images.dtype):
+            images = keras.ops.cast(images, self.compute_dtype)
+        return sampling.sample(
+            images,
+            grid,
+            interpolation=self.interpolation,
+            padding_mode=self.padding_mode,
+            align_corners=self.align_corners,
+            data_format=self.data_format,
+        )
+
+    def compute_output_shape(self, input_shape):
+        images_shape, grid_shape = _unpack_pair(input_shape)
+        batch, out_height, out_width = grid_shape[0], grid_shape[1], grid_shape[2]
+        if self.data_format == "channels_first":
+            return (batch, images_shape[1], out_height, out_width)
+        return (batch, out_height, out_width, images_shape[3])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "interpolation": self.interpolation,
+            "padding_mode": self.padding_mode,
+            "align_corners": self.align_corners,
+            "data_format": self.data_format,
+        }
+
+
+def _unpack_pair(inputs):
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+        raise ValueError(
+            "`inputs` must be a list of two tensors, [images, grid]. "
+            f"Received: inputs={inputs!r}"
+        )
+    return inputs

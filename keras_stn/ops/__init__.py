@@ -1,0 +1,9 @@
+"""Stateless spatial-transformer math on `keras.ops`: grids and the sampler."""
+
+from keras_stn.ops.grids import affine_grid
+from keras_stn.ops.grids import projective_grid
+from keras_stn.ops.grids import target_coordinates
+from keras_stn.ops.grids import tps_grid
+from keras_stn.ops.sampling import sample
+
+__all__ = ["affine_grid", "projective_grid", "sample", "target_coordinates", "tps_grid"]

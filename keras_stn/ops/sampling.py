@@ -1,0 +1,187 @@
+"""The differentiable sampler: read images at the points of a grid."""
+
+from keras import ops
+
+from keras_stn import _checks
+
+INTERPOLATIONS = ("bilinear", "nearest")
+PADDING_MODES = ("zeros", "border", "reflection")
+
+# Pixel coordinates this many float epsilons times the image side away from an integer
+# are snapped to it. The round trip pixel -> [-1, 1] -> pixel alone is off by a few
+# epsilons times the side, so snapping only removes rounding noise: it is what makes an
+# identity transform return its input bit for bit. Gradients are unchanged by it.
+SNAP_EPSILONS = 4
+
+
+def sample(
+    images,
+    grid,
+    interpolation="bilinear",
+    padding_mode="zeros",
+    align_corners=False,
+    data_format=None,
+):
+    """Samples `images` at the normalised coordinates in `grid`.
+
+    Output pixel `(b, i, j)` is `images[b]` read at `grid[b, i, j]`, with the same
+    semantics as `torch.nn.functional.grid_sample` for the same `interpolation`
+    (`mode`), `padding_mode` and `align_corners`. Differentiable with respect to
+    `images` and, for bilinear interpolation, `grid`.
+
+    Coordinates: `grid[..., 0]` is x, along the width; `grid[..., 1]` is y, along the
+    height; both are normalised so that -1 and +1 are the outer edges of the corner
+    pixels (`align_corners=False`) or the centres of the corner pixels
+    (`align_corners=True`). Points outside are read according to `padding_mode`:
+    `"zeros"` reads 0, `"border"` the nearest border pixel, `"reflection"` the image
+    mirrored at its border. A point with a NaN or infinite coordinate reads 0 under
+    every padding mode and passes no gradient.
+
+    Args:
+        images: `(batch, height, width, channels)`, or `(batch, channels, height,
+            width)` when `data_format="channels_first"`. Integer images are read as
+            float32.
+        grid: `(batch, out_height, out_width, 2)` source coordinates `(x, y)`.
+        interpolation: `"bilinear"` (the paper's kernel) or `"nearest"` (rounds half
+            to even, as torch does).
+        padding_mode: `"zeros"`, `"border"` or `"reflection"`.
+        align_corners: whether -1 and +1 are the centres of the corner pixels.
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`.
+
+    Returns:
+        `(batch, out_height, out_width, channels)` (or channels first), in the
+        images' dtype (float32 for integer images). Coordinates and weights are
+        computed in float32 (float64 if images or grid are float64).
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_stn import ops
+    >>> images = np.arange(12, dtype="float32").reshape(1, 3, 4, 1)
+    >>> identity = ops.affine_grid(np.array([[1, 0, 0, 0, 1, 0]], "float32"), (3, 4))
+    >>> bool(np.all(ops.sample(images, identity) == images))
+    True
+    """
+    _checks.check_choice("interpolation", interpolation, INTERPOLATIONS)
+    _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
+    data_format = _checks.check_data_format(data_format)
+    images = ops.convert_to_tensor(images)
+    grid = ops.convert_to_tensor(grid)
+    _checks.check_rank("images", images, 4, "(batch, height, width, channels)")
+    grid_shape = _checks.check_rank("grid", grid, 4, "(batch, out_height, out_width, 2)")
+    if grid_shape[-1] != 2:
+        raise ValueError(
+            "`grid` must have a last axis of size 2, the (x, y) coordinates. "
+            f"Received: grid with shape {grid_shape}"
+        )
+    if data_format == "channels_first":
+        images = ops.transpose(images, (0, 2, 3, 1))
+    if not _checks.is_float(images.dtype):
+        images = ops.cast(images, "float32")
+    if not _checks.is_float(grid.dtype):
+        grid = ops.cast(grid, "float32")
+
+    output = _sample_channels_last(
+        images, grid, interpolation, padding_mode, bool(align_corners)
+    )
+    if data_format == "channels_first":
+        output = ops.transpose(output, (0, 3, 1, 2))
+    return output
+
+
+def _sample_channels_last(images, grid, interpolation, padding_mode, align_corners):
+    dtype = _checks.working_dtype(images, grid)
+    shape = ops.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    grid = ops.cast(grid, dtype)
+
+    x = _to_pixels(grid[..., 0], width, align_corners, dtype)
+    y = _to_pixels(grid[..., 1], height, align_corners, dtype)
+    finite = ops.logical_and(ops.isfinite(x), ops.isfinite(y))
+    x = _pad(ops.where(finite, x, -2.0), width, padding_mode, align_corners, dtype)
+    y = _pad(ops.where(finite, y, -2.0), height, padding_mode, align_corners, dtype)
+
+    if interpolation == "nearest":
+        x = ops.stop_gradient(ops.round(x))
+        y = ops.stop_gradient(ops.round(y))
+        taps = [(x, y, ops.cast(finite, dtype))]
+    else:
+        x = _snap(x, width, dtype)
+        y = _snap(y, height, dtype)
+        x0, y0 = ops.floor(x), ops.floor(y)
+        wx1, wy1 = x - x0, y - y0
+        wx0, wy0 = 1.0 - wx1, 1.0 - wy1
+        ok = ops.cast(finite, dtype)
+        taps = [
+            (x0, y0, wx0 * wy0 * ok),
+            (x0 + 1.0, y0, wx1 * wy0 * ok),
+            (x0, y0 + 1.0, wx0 * wy1 * ok),
+            (x0 + 1.0, y0 + 1.0, wx1 * wy1 * ok),
+        ]
+
+    flat_images = ops.reshape(images, (-1, channels))
+    first_pixel = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1))
+    first_pixel = first_pixel * ops.cast(height * width, "int32")
+    output = None
+    for tap_x, tap_y, weight in taps:
+        inside = ops.logical_and(_inside(tap_x, width), _inside(tap_y, height))
+        weight = ops.where(inside, weight, 0.0)
+        column = ops.cast(ops.clip(tap_x, 0, ops.cast(width - 1, dtype)), "int32")
+        row = ops.cast(ops.clip(tap_y, 0, ops.cast(height - 1, dtype)), "int32")
+        index = first_pixel + row * ops.cast(width, "int32") + column
+        values = ops.cast(ops.take(flat_images, index, axis=0), dtype)
+        term = values * weight[..., None]
+        output = term if output is None else output + term
+    return ops.cast(output, images.dtype)
+
+
+def _to_pixels(coordinate, size, align_corners, dtype):
+    """[-1, 1] -> pixel index space, where pixel k's centre is at k."""
+    size = ops.cast(size, dtype)
+    if align_corners:
+        return (coordinate + 1.0) * 0.5 * (size - 1.0)
+    return ((coordinate + 1.0) * size - 1.0) * 0.5
+
+
+def _pad(coordinate, size, padding_mode, align_corners, dtype):
+    """Maps pixel coordinates outside the image as `padding_mode` says.
+
+    For `"zeros"` only clips far-away points to just outside the image (they still
+    read 0 and pass no gradient), so that huge values never overflow an index.
+    """
+    last = ops.cast(size, dtype) - 1.0
+    if padding_mode == "zeros":
+        return ops.clip(coordinate, -2.0, last + 2.0)
+    if padding_mode == "reflection":
+        if align_corners:
+            coordinate = _reflect(coordinate, 0.0, last)
+        else:
+            coordinate = _reflect(coordinate, -0.5, last + 0.5)
+    return ops.clip(coordinate, 0.0, last)
+
+
+def _reflect(coordinate, low, high):
+    """Mirrors `coordinate` into [low, high] (torch's `reflect_coordinates`)."""
+    span = high - low
+    distance = ops.abs(coordinate - low)
+    safe_span = ops.where(span > 0, span, 1.0)
+    extra = ops.mod(distance, safe_span)
+    flips = ops.floor(distance / safe_span)
+    even = ops.equal(ops.mod(flips, 2.0), 0.0)
+    reflected = ops.where(even, low + extra, high - extra)
+    return ops.where(span > 0, reflected, low + 0.0 * coordinate)
+
+
+def _snap(coordinate, size, dtype):
+    nearest = ops.round(coordinate)
+    tolerance = SNAP_EPSILONS * _EPSILON[dtype] * ops.maximum(ops.cast(size, dtype), 1.0)
+    snapped = coordinate + ops.stop_gradient(nearest - coordinate)
+    return ops.where(ops.abs(coordinate - nearest) <= tolerance, snapped, coordinate)
+
+
+_EPSILON = {"float32": 2.0**-23, "float64": 2.0**-52}
+
+
+def _inside(coordinate, size):
+    last = ops.cast(size, coordinate.dtype) - 1.0
+    return ops.logical_and(coordinate >= 0, coordinate <= last)

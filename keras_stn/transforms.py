@@ -1,0 +1,234 @@
+"""Transform families: how many parameters theta has, its identity, and its grid.
+
+A family is a small stateless object. `get("affine")` returns one by name; a layer
+stores it with `keras.saving.serialize_keras_object`.
+
+Example:
+>>> from keras_stn import transforms
+>>> family = transforms.get("attention")
+>>> family.num_params, family.identity().tolist()
+(3, [1.0, 0.0, 0.0])
+"""
+
+import numpy as np
+import keras
+from keras import ops
+
+from keras_stn import _checks
+from keras_stn.ops import grids
+
+_register = keras.saving.register_keras_serializable(package="keras_stn")
+
+
+class Transform:
+    """Base class of the transform families.
+
+    A subclass sets `name`, and defines `num_params`, `identity()` and
+    `grid(theta, output_size, align_corners)`.
+    """
+
+    name = None
+
+    @property
+    def num_params(self):
+        return len(self.identity())
+
+    def identity(self):
+        """The parameter vector of the identity transform, NumPy `(num_params,)`."""
+        raise NotImplementedError
+
+    def grid(self, theta, output_size, align_corners=False):
+        """`(batch, num_params)` theta -> `(batch, out_height, out_width, 2)` grid."""
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash(type(self))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def _check_theta(self, theta):
+        theta = ops.convert_to_tensor(theta)
+        _checks.check_float("theta", theta)
+        shape = tuple(theta.shape)
+        if len(shape) != 2 or shape[1] != self.num_params:
+            raise ValueError(
+                f"`theta` of the {self.name!r} transform must have shape "
+                f"(batch, {self.num_params}). Received: theta with shape {shape}"
+            )
+        return ops.cast(theta, _checks.working_dtype(theta))
+
+
+class _AffineFamily(Transform):
+    """A family whose transforms are affine: it only says how theta fills `A`."""
+
+    def affine_matrix(self, theta):
+        """`(batch, num_params)` -> `(batch, 6)` row-major `[a, b, tx, c, d, ty]`."""
+        raise NotImplementedError
+
+    def grid(self, theta, output_size, align_corners=False):
+        matrix = self.affine_matrix(self._check_theta(theta))
+        return grids.affine_grid(matrix, output_size, align_corners)
+
+
+@_register
+class Translation(_AffineFamily):
+    """`[tx, ty]`: a shift, in the normalised frame (2 = the whole image)."""
+
+    name = "translation"
+
+    def identity(self):
+        return np.zeros(2)
+
+    def affine_matrix(self, theta):
+        one, zero = ops.ones_like(theta[:, :1]), ops.zeros_like(theta[:, :1])
+        tx, ty = theta[:, :1], theta[:, 1:]
+        return ops.concatenate([one, zero, tx, zero, one, ty], axis=1)
+
+
+@_register
+class Attention(_AffineFamily):
+    """`[s, tx, ty]`: isotropic scale and shift, the paper's attention (eq. 2)."""
+
+    name = "attention"
+
+    def identity(self):
+        return np.array([1.0, 0.0, 0.0])
+
+    def affine_matrix(self, theta):
+        s, tx, ty = theta[:, :1], theta[:, 1:2], theta[:, 2:]
+        zero = ops.zeros_like(s)
+        return ops.concatenate([s, zero, tx, zero, s, ty], axis=1)
+
+
+@_register
+class Similarity(_AffineFamily):
+    """`[a, b, tx, ty]` -> `[[a, -b, tx], [b, a, ty]]`, with `a = s cos(r)`,
+    `b = s sin(r)`: rotation, isotropic scale and shift, linear in its parameters."""
+
+    name = "similarity"
+
+    def identity(self):
+        return np.array([1.0, 0.0, 0.0, 0.0])
+
+    def affine_matrix(self, theta):
+        a, b, tx, ty = theta[:, :1], theta[:, 1:2], theta[:, 2:3], theta[:, 3:]
+        return ops.concatenate([a, -b, tx, b, a, ty], axis=1)
+
+
+@_register
+class Affine(_AffineFamily):
+    """`[a, b, tx, c, d, ty]`: the 2x3 matrix applied to `(x_t, y_t, 1)`."""
+
+    name = "affine"
+
+    def identity(self):
+        return np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+    def affine_matrix(self, theta):
+        return theta
+
+
+@_register
+class Projective(Transform):
+    """`[h11, h12, h13, h21, h22, h23, h31, h32]`: a homography with `h33 = 1`."""
+
+    name = "projective"
+
+    def identity(self):
+        return np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+    def grid(self, theta, output_size, align_corners=False):
+        return grids.projective_grid(self._check_theta(theta), output_size, align_corners)
+
+
+@_register
+class TPS(Transform):
+    """Thin-plate spline through K control points: theta is where each one reads from.
+
+    Args:
+        control_points: `(K, 2)` target-space `(x, y)` points; `None` puts
+            `grid_shape` points on a regular grid over [-1, 1]^2, row by row.
+        grid_shape: `(rows, columns)` of the regular grid; `(4, 4)` is the paper's
+            16-point TPS.
+
+    Example:
+    >>> TPS().num_params
+    32
+    """
+
+    name = "tps"
+
+    def __init__(self, control_points=None, grid_shape=(4, 4)):
+        if control_points is None:
+            rows, columns = _checks.check_output_size(grid_shape, "grid_shape")
+            if rows < 2 or columns < 2:
+                raise ValueError(
+                    "`grid_shape` needs at least 2 rows and 2 columns of control "
+                    f"points. Received: grid_shape={grid_shape!r}"
+                )
+            y, x = np.meshgrid(np.linspace(-1, 1, rows), np.linspace(-1, 1, columns), indexing="ij")
+            control_points = np.stack([x.ravel(), y.ravel()], axis=-1)
+            self.grid_shape = (rows, columns)
+        else:
+            self.grid_shape = None
+        self.control_points = grids.check_control_points(control_points)
+
+    def identity(self):
+        return self.control_points.reshape(-1).copy()
+
+    def grid(self, theta, output_size, align_corners=False):
+        theta = self._check_theta(theta)
+        return grids.tps_grid(theta, self.control_points, output_size, align_corners)
+
+    def get_config(self):
+        if self.grid_shape is not None:
+            return {"control_points": None, "grid_shape": list(self.grid_shape)}
+        return {"control_points": self.control_points.tolist(), "grid_shape": None}
+
+    def __hash__(self):
+        return hash((type(self), self.control_points.tobytes()))
+
+
+FAMILIES = {f.name: f for f in (Translation, Attention, Similarity, Affine, Projective, TPS)}
+
+
+def get(identifier):
+    """A family from its name, a `Transform`, or its serialized config.
+
+    Example:
+    >>> get("tps").num_params
+    32
+    """
+    if isinstance(identifier, Transform):
+        return identifier
+    if isinstance(identifier, str) and identifier in FAMILIES:
+        return FAMILIES[identifier]()
+    if isinstance(identifier, dict):
+        family = keras.saving.deserialize_keras_object(identifier)
+        if isinstance(family, Transform):
+            return family
+    raise ValueError(
+        f"`transform` must be one of {sorted(FAMILIES)} or a keras_stn.transforms."
+        f"Transform. Received: transform={identifier!r}"
+    )
+
+
+def serialize(transform):
+    """The family's name when that is enough to rebuild it, else its Keras config."""
+    transform = get(transform)
+    default = FAMILIES.get(transform.name)
+    if default is not None and transform == default():
+        return transform.name
+    return keras.saving.serialize_keras_object(transform)
