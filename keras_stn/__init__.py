@@ -9,7 +9,8 @@ from keras_stn import ops
 from keras_stn import transforms
 from keras_stn.layers import GridGenerator
 from keras_stn.layers import Sampler
+from keras_stn.layers import SpatialTransformer
 
 __version__ = "0.1.0"
 
-__all__ = ["GridGenerator", "Sampler", "initializers", "ops", "transforms"]
+__all__ = ["GridGenerator", "Sampler", "SpatialTransformer", "initializers", "ops", "transforms"]

@@ -2,5 +2,7 @@
 
 from keras_stn.layers.grid_generator import GridGenerator
 from keras_stn.layers.sampler import Sampler
+from keras_stn.layers.spatial_transformer import SpatialTransformer
+from keras_stn.layers.spatial_transformer import default_localisation
 
-__all__ = ["GridGenerator", "Sampler"]
+__all__ = ["GridGenerator", "Sampler", "SpatialTransformer", "default_localisation"]

@@ -8,6 +8,7 @@ pixel's target coordinate is mapped to the source coordinate it reads from.
 import functools
 
 import numpy as np
+import keras
 from keras import ops
 
 from keras_stn import _checks
@@ -97,7 +98,8 @@ def projective_grid(theta, output_size, align_corners=False):
     homogeneous = _homogeneous_targets(height, width, align_corners, matrix.dtype)
     projected = ops.einsum("nk,bjk->bnj", homogeneous, matrix)
     w = projected[..., 2:]
-    at_infinity = ops.abs(w) <= np.finfo(matrix.dtype).eps
+    epsilon = np.finfo(keras.backend.standardize_dtype(matrix.dtype)).eps
+    at_infinity = ops.abs(w) <= epsilon
     safe_w = ops.where(at_infinity, ops.ones_like(w), w)
     grid = ops.where(at_infinity, float("nan"), projected[..., :2] / safe_w)
     return ops.reshape(grid, (-1, height, width, 2))

@@ -74,6 +74,12 @@ def sample(
             "`grid` must have a last axis of size 2, the (x, y) coordinates. "
             f"Received: grid with shape {grid_shape}"
         )
+    images_batch = tuple(images.shape)[0]
+    if None not in (images_batch, grid_shape[0]) and images_batch != grid_shape[0]:
+        raise ValueError(
+            "`images` and `grid` must have the same batch size. "
+            f"Received: images with shape {tuple(images.shape)}, grid with shape {grid_shape}"
+        )
     if data_format == "channels_first":
         images = ops.transpose(images, (0, 2, 3, 1))
     if not _checks.is_float(images.dtype):
@@ -93,7 +99,10 @@ def _sample_channels_last(images, grid, interpolation, padding_mode, align_corne
     dtype = _checks.working_dtype(images, grid)
     shape = ops.shape(images)
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-    grid = ops.cast(grid, dtype)
+    grid_shape = ops.shape(grid)
+    # Reshaping to the images' batch fails loudly when the two batches differ
+    # at run time, instead of broadcasting one over the other.
+    grid = ops.reshape(ops.cast(grid, dtype), (batch, grid_shape[1], grid_shape[2], 2))
 
     x = _to_pixels(grid[..., 0], width, align_corners, dtype)
     y = _to_pixels(grid[..., 1], height, align_corners, dtype)
