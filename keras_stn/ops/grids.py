@@ -85,7 +85,7 @@ def projective_grid(theta, output_size, align_corners=False):
     Example:
     >>> import numpy as np
     >>> grid = projective_grid(np.array([[1, 0, 0, 0, 1, 0, 0, 0]], "float32"), (2, 2))
-    >>> grid[0, 0, 0].tolist()
+    >>> np.asarray(grid[0, 0, 0]).tolist()
     [-0.5, -0.5]
     """
     height, width = _checks.check_output_size(output_size)
@@ -130,7 +130,7 @@ def tps_grid(theta, control_points, output_size, align_corners=False):
     >>> import numpy as np
     >>> points = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], "float32")
     >>> grid = tps_grid(points.reshape(1, 8), points, (2, 2))
-    >>> grid[0, 1, 1].tolist()
+    >>> np.asarray(grid[0, 1, 1]).tolist()
     [0.5, 0.5]
     """
     height, width = _checks.check_output_size(output_size)
