@@ -1,0 +1,275 @@
+"""Times keras_stn's sampler against a plain gather sampler, map_coordinates and torch.
+
+Every method computes the same thing: an affine grid from theta `(B, 6)` and a
+bilinear read of `(B, H, W, C)` images along it (`align_corners=False`, zeros
+padding, float32). Three modes:
+
+- `fwd`: the output only.
+- `fwd+bwd`: the output and the gradients to the images and to theta for a fixed
+  upstream gradient.
+- `fwd+bwd, grid only`: the output and the gradient to theta only (the images need
+  none, as for a spatial transformer on the network's input).
+
+Methods:
+
+- `torch`: `torch.nn.functional.affine_grid` + `grid_sample` (only when torch is
+  installed; it is never a dependency of keras_stn).
+- `gather XLA`: the plain sampler below (meshgrid, floor, four gathers, weighted
+  sum) under `tf.function(jit_compile=True)`, left to autodiff: the baseline.
+- `map_coords XLA`: `keras.ops.image.map_coordinates(order=1)` under XLA.
+- `stn graph` / `stn XLA`: `keras_stn.ops.affine_grid` + `keras_stn.ops.sample`
+  under `tf.function` without and with `jit_compile=True`.
+
+The calls are interleaved, round after round, in one process; each figure is the
+median of `--repeats` timed calls after two untimed ones (slow methods get fewer
+calls, at least 3). Runs on a GPU unchanged when TensorFlow (and torch) see one.
+
+    python benchmarks/bench_sampler.py [--repeats 15] [--shapes 0 2] [--modes fwd]
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_stn  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+# (batch, height, width, channels, out_height, out_width): the shapes of issue #5.
+SHAPES = [
+    (256, 28, 28, 1, 28, 28),
+    (128, 60, 60, 1, 30, 30),
+    (64, 64, 64, 3, 64, 64),
+    (16, 56, 56, 64, 56, 56),
+    (8, 224, 224, 3, 224, 224),
+]
+MODES = ("fwd", "fwd+bwd", "fwd+bwd, grid only")
+
+
+# ------------------------------------------------------------------------ the samplers
+
+
+def stn_sample(images, theta, out_height, out_width):
+    grid = keras_stn.ops.affine_grid(theta, (out_height, out_width))
+    return keras_stn.ops.sample(images, grid)
+
+
+def gather_sample(images, theta, out_height, out_width):
+    """The plain sampler: meshgrid, floor, four gathers, weighted sum."""
+    batch = ops.shape(images)[0]
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    xs = (2.0 * ops.arange(out_width, dtype="float32") + 1.0) / out_width - 1.0
+    ys = (2.0 * ops.arange(out_height, dtype="float32") + 1.0) / out_height - 1.0
+    xx, yy = ops.meshgrid(xs, ys)
+    targets = ops.stack([ops.ravel(xx), ops.ravel(yy), ops.ones_like(ops.ravel(xx))])
+    grid = ops.matmul(ops.reshape(theta, (-1, 2, 3)), targets)  # (B, 2, Ho * Wo)
+    x = ((grid[:, 0] + 1.0) * width - 1.0) * 0.5
+    y = ((grid[:, 1] + 1.0) * height - 1.0) * 0.5
+    x0, y0 = ops.floor(x), ops.floor(y)
+    x1, y1 = x0 + 1.0, y0 + 1.0
+    flat = ops.reshape(images, (-1, channels))
+    base = ops.arange(batch, dtype="int32")[:, None] * (height * width)
+
+    def read(xi, yi):
+        inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
+        column = ops.cast(ops.clip(xi, 0, width - 1), "int32")
+        row = ops.cast(ops.clip(yi, 0, height - 1), "int32")
+        values = ops.take(flat, base + row * width + column, axis=0)
+        return values * ops.cast(inside, "float32")[..., None]
+
+    out = (
+        ((x1 - x) * (y1 - y))[..., None] * read(x0, y0)
+        + ((x - x0) * (y1 - y))[..., None] * read(x1, y0)
+        + ((x1 - x) * (y - y0))[..., None] * read(x0, y1)
+        + ((x - x0) * (y - y0))[..., None] * read(x1, y1)
+    )
+    return ops.reshape(out, (-1, out_height, out_width, channels))
+
+
+def map_coordinates_sample(images, theta, out_height, out_width):
+    batch = ops.shape(images)[0]
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    grid = keras_stn.ops.affine_grid(theta, (out_height, out_width))
+    x = ((grid[..., 0] + 1.0) * width - 1.0) * 0.5
+    y = ((grid[..., 1] + 1.0) * height - 1.0) * 0.5
+    shape = (batch, out_height, out_width, channels)
+    b = ops.broadcast_to(ops.cast(ops.reshape(ops.arange(batch), (-1, 1, 1, 1)), "float32"), shape)
+    c = ops.broadcast_to(ops.arange(channels, dtype="float32"), shape)
+    x = ops.broadcast_to(x[..., None], shape)
+    y = ops.broadcast_to(y[..., None], shape)
+    return keras.ops.image.map_coordinates(images, ops.stack([b, y, x, c]), order=1)
+
+
+# -------------------------------------------------------------------------- the callers
+
+
+def tensorflow_call(sampler, arrays, out_size, mode, jit_compile):
+    images, theta, upstream = (tf.constant(a) for a in arrays)
+
+    def forward(images, theta):
+        return sampler(images, theta, *out_size)
+
+    if mode == "fwd":
+        step = tf.function(forward, jit_compile=jit_compile)
+    else:
+        image_grad = mode == "fwd+bwd"
+
+        def forward_backward(images, theta, upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(theta)
+                if image_grad:
+                    tape.watch(images)
+                out = forward(images, theta)
+            sources = [images, theta] if image_grad else [theta]
+            return out, tape.gradient(out, sources, output_gradients=upstream)
+
+        step = tf.function(forward_backward, jit_compile=jit_compile)
+
+    def call():
+        if mode == "fwd":
+            step(images, theta)
+        else:
+            step(images, theta, upstream)
+        timing.sync_tensorflow()
+
+    return call
+
+
+def torch_call(arrays, out_size, mode):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    images, theta, upstream = arrays
+    images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+    upstream = torch.from_numpy(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2))).to(device)
+    theta = torch.from_numpy(theta.reshape(-1, 2, 3)).to(device)
+    size = (images.shape[0], images.shape[1]) + tuple(out_size)
+    functional = torch.nn.functional
+
+    def forward():
+        grid = functional.affine_grid(theta, size, align_corners=False)
+        return functional.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+
+    if mode == "fwd":
+        def step():
+            with torch.no_grad():
+                forward()
+    else:
+        sources = [images, theta] if mode == "fwd+bwd" else [theta]
+
+        def step():
+            for source in sources:
+                source.requires_grad_(True)
+            out = forward()
+            torch.autograd.grad(out, sources, upstream)
+            for source in sources:
+                source.requires_grad_(False)
+
+    def call():
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return call
+
+
+def inputs(shape, seed=0):
+    batch, height, width, channels, out_height, out_width = shape
+    rng = np.random.default_rng(seed)
+    images = rng.random((batch, height, width, channels), dtype=np.float32)
+    # Near the identity, a few points outside the image: rotations, scales, shifts.
+    identity = np.array([1, 0, 0, 0, 1, 0], np.float32)
+    theta = identity + 0.15 * rng.standard_normal((batch, 6)).astype(np.float32)
+    upstream = rng.standard_normal((batch, out_height, out_width, channels)).astype(np.float32)
+    return images, theta, upstream
+
+
+def methods(shape, mode, skip):
+    arrays = inputs(shape)
+    out_size = shape[4:]
+    found = {}
+    if torch is not None:
+        found["torch"] = torch_call(arrays, out_size, mode)
+    found["gather XLA"] = tensorflow_call(gather_sample, arrays, out_size, mode, True)
+    found["map_coords XLA"] = tensorflow_call(map_coordinates_sample, arrays, out_size, mode, True)
+    found["stn graph"] = tensorflow_call(stn_sample, arrays, out_size, mode, False)
+    found["stn XLA"] = tensorflow_call(stn_sample, arrays, out_size, mode, True)
+    return {name: call for name, call in found.items() if name not in skip}
+
+
+def check_agreement(shape):
+    """The methods compute the same output (a benchmark of wrong answers is no use)."""
+    images, theta, _ = inputs(shape)
+    out_size = shape[4:]
+    reference = np.asarray(stn_sample(tf.constant(images), tf.constant(theta), *out_size))
+    others = {"gather": gather_sample(tf.constant(images), tf.constant(theta), *out_size)}
+    if torch is not None:
+        functional = torch.nn.functional
+        grid = functional.affine_grid(
+            torch.from_numpy(theta.reshape(-1, 2, 3)),
+            (shape[0], shape[3]) + tuple(out_size),
+            align_corners=False,
+        )
+        out = functional.grid_sample(
+            torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+            grid,
+            align_corners=False,
+        )
+        others["torch"] = out.numpy().transpose(0, 2, 3, 1)
+    for name, out in others.items():
+        error = np.max(np.abs(np.asarray(out) - reference))
+        if error > 1e-4:
+            raise AssertionError(f"{name} differs from keras_stn by {error} on {shape}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--shapes", type=int, nargs="*", default=list(range(len(SHAPES))),
+                        help="indices into SHAPES")
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument("--skip", nargs="*", default=[], help="method names to leave out")
+    args = parser.parse_args()
+
+    print(timing.machine())
+    print(f"median of {args.repeats} interleaved calls; ms (ratio to torch, or to the "
+          "gather baseline when torch is absent)\n")
+    rows = []
+    header = None
+    for index in args.shapes:
+        shape = SHAPES[index]
+        check_agreement(shape)
+        for mode in args.modes:
+            calls = methods(shape, mode, set(args.skip))
+            seconds = timing.time_interleaved(calls, args.repeats)
+            reference = "torch" if "torch" in seconds else "gather XLA"
+            header = header or ["shape (B, H, W, C -> out)", "mode"] + list(seconds)
+            b, h, w, c, oh, ow = shape
+            row = [f"{b}, {h}x{w}x{c} -> {oh}x{ow}", mode]
+            for name, value in seconds.items():
+                cell = f"{1000 * value:.2f}"
+                if name != reference and reference in seconds:
+                    cell += f" ({value / seconds[reference]:.2f}x)"
+                row.append(cell)
+            rows.append(row)
+            print(timing.markdown_table(header, rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(timing.markdown_table(header, rows))
+
+
+if __name__ == "__main__":
+    main()
