@@ -453,3 +453,14 @@ def test_identity_initializer_config_round_trip():
     np.testing.assert_array_equal(revived((30,)), tps.identity().astype("float32"))
     with pytest.raises(ValueError, match="shape.*Received"):
         revived((6,))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_exception_batch_mismatch_inside_tf_function_is_not_broadcast(jit_compile):
+    images_spec = tf.TensorSpec((None, 8, 8, 1), "float32")
+    grid_spec = tf.TensorSpec((None, 8, 8, 2), "float32")
+    function = tf.function(ops.sample, input_signature=[images_spec, grid_spec], jit_compile=jit_compile)
+    grid = ops.affine_grid(IDENTITY[None], (8, 8))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        function(np.ones((3, 8, 8, 1), "float32"), grid)
+    assert tuple(function(np.ones((1, 8, 8, 1), "float32"), grid).shape) == (1, 8, 8, 1)

@@ -99,10 +99,7 @@ def _sample_channels_last(images, grid, interpolation, padding_mode, align_corne
     dtype = _checks.working_dtype(images, grid)
     shape = ops.shape(images)
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-    grid_shape = ops.shape(grid)
-    # Reshaping to the images' batch fails loudly when the two batches differ
-    # at run time, instead of broadcasting one over the other.
-    grid = ops.reshape(ops.cast(grid, dtype), (batch, grid_shape[1], grid_shape[2], 2))
+    grid = ops.cast(grid, dtype)
 
     x = _to_pixels(grid[..., 0], width, align_corners, dtype)
     y = _to_pixels(grid[..., 1], height, align_corners, dtype)
@@ -128,7 +125,11 @@ def _sample_channels_last(images, grid, interpolation, padding_mode, align_corne
             (x0 + 1.0, y0 + 1.0, wx1 * wy1 * ok),
         ]
 
-    flat_images = ops.reshape(images, (-1, channels))
+    # Flattened with the grid's batch size: when the two batch sizes differ at run
+    # time this reshape fails loudly instead of broadcasting one over the other (a
+    # reshape of the grid would not do: graph optimisation removes it).
+    grid_batch = ops.shape(grid)[0]
+    flat_images = ops.reshape(images, (grid_batch * height * width, channels))
     first_pixel = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1))
     first_pixel = first_pixel * ops.cast(height * width, "int32")
     output = None
