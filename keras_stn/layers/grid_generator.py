@@ -50,7 +50,8 @@ class GridGenerator(keras.layers.Layer):
         return (input_shape[0], *self.output_size, 2)
 
     def compute_output_spec(self, theta):
-        dtype = "float64" if keras.backend.standardize_dtype(theta.dtype) == "float64" else "float32"
+        float64 = keras.backend.standardize_dtype(theta.dtype) == "float64"
+        dtype = "float64" if float64 else "float32"
         return keras.KerasTensor(self.compute_output_shape(theta.shape), dtype=dtype)
 
     def get_config(self):

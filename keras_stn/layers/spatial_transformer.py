@@ -112,11 +112,17 @@ class SpatialTransformer(keras.layers.Layer):
         features = self.localisation.compute_output_spec(
             keras.KerasTensor(localise_shape, dtype=self.compute_dtype)
         )
-        if not isinstance(features, keras.KerasTensor) or len(features.shape) != 2:
-            shape = getattr(features, "shape", features)
+        shape = getattr(features, "shape", features)
+        if (
+            not isinstance(features, keras.KerasTensor)
+            or len(shape) != 2
+            or shape[1] is None
+            or (None not in (shape[0], localise_shape[0]) and shape[0] != localise_shape[0])
+        ):
             raise ValueError(
-                "`localisation` must map the input to (batch, features). "
-                f"Received: localisation output shape {shape}"
+                "`localisation` must map the input to (batch, features), one row per "
+                f"image. Received: localisation output shape {shape} for input shape "
+                f"{tuple(localise_shape)}"
             )
         self.regressor = keras.layers.Dense(
             self.transform.num_params,
@@ -191,29 +197,28 @@ class SpatialTransformer(keras.layers.Layer):
         return shape[1], shape[2]
 
     def _split(self, inputs):
-        """`inputs` or `[to_sample, to_localise]` -> `(to_sample, to_localise)`."""
-        if isinstance(inputs, (list, tuple)) and len(inputs) == 2 and not _is_shape(inputs):
-            to_sample, to_localise = inputs
-        elif isinstance(inputs, (list, tuple)) and not _is_shape(inputs):
+        """`inputs` or `[to_sample, to_localise]` (tensors or shapes) -> the pair."""
+        pair = isinstance(inputs, (list, tuple)) and not _is_shape(inputs)
+        if pair and len(inputs) != 2:
             raise ValueError(
                 "`inputs` must be one image tensor or a list [to_sample, to_localise]. "
                 f"Received: a list of {len(inputs)} tensors"
             )
-        else:
-            to_sample = to_localise = inputs
-        for name, value in (("to_sample", to_sample), ("to_localise", to_localise)):
-            shape = tuple(value) if _is_shape(value) else tuple(value.shape)
+        to_sample, to_localise = inputs if pair else (inputs, inputs)
+        names = ("to_sample", "to_localise") if pair else ("inputs", "inputs")
+        shapes = [tuple(v) if _is_shape(v) else tuple(v.shape) for v in (to_sample, to_localise)]
+        for name, shape in zip(names, shapes):
             if len(shape) != 4:
                 raise ValueError(
-                    f"`{name}` (the layer's input) must be a rank-4 image batch. "
+                    f"`{name}` must be a rank-4 batch of images. "
                     f"Received: {name} with shape {shape}"
                 )
-        sample_batch = (tuple(to_sample) if _is_shape(to_sample) else to_sample.shape)[0]
-        localise_batch = (tuple(to_localise) if _is_shape(to_localise) else to_localise.shape)[0]
-        if None not in (sample_batch, localise_batch) and sample_batch != localise_batch:
+        batches = (shapes[0][0], shapes[1][0])
+        if None not in batches and batches[0] != batches[1]:
             raise ValueError(
                 "`to_sample` and `to_localise` must have the same batch size. "
-                f"Received: batch sizes {sample_batch} and {localise_batch}"
+                f"Received: to_sample with shape {shapes[0]}, to_localise with shape "
+                f"{shapes[1]}"
             )
         return to_sample, to_localise
 
@@ -229,21 +234,24 @@ def default_localisation(input_shape, data_format="channels_last", dtype=None):
 
     After the paper's ST-CNN localisation network: conv 20 5x5, max-pool 2, conv 20
     5x5, dense 20 (ReLU), with `"same"` padding so any size fits, and a max-pool
-    first that brings inputs larger than 64 px down to at most 64 px.
+    first that brings inputs larger than 64 px down to at most 64 px. It works
+    channels last (a `channels_first` input is permuted first): TensorFlow's CPU
+    convolution refuses float16 `channels_first` images.
 
     Example:
     >>> net = default_localisation((None, 28, 28, 1))
     >>> tuple(net.compute_output_shape((None, 28, 28, 1)))
     (None, 20)
     """
+    layers = []
     if data_format == "channels_first":
+        layers.append(keras.layers.Permute((2, 3, 1), name="channels_last", dtype=dtype))
         height, width = input_shape[2], input_shape[3]
     else:
         height, width = input_shape[1], input_shape[2]
     largest = max(height or 1, width or 1)
     first_pool = max(1, math.ceil(largest / 64))
-    common = dict(data_format=data_format, dtype=dtype)
-    layers = []
+    common = dict(data_format="channels_last", dtype=dtype)
     if first_pool > 1:
         layers.append(keras.layers.MaxPooling2D(first_pool, name="downsample", **common))
     layers += [
