@@ -1,0 +1,265 @@
+"""A plain-loop NumPy float64 reference for the core ops, independent of keras_stn.
+
+Everything here is written from the published semantics, one sample point at a time,
+so that it can be read line by line against them:
+
+- `grid_sample` follows `torch.nn.functional.grid_sample` (ATen's `GridSampler.h`):
+  unnormalise the coordinate, then clip it (``"border"``) or reflect it and clip it
+  (``"reflection"``), then interpolate, with out-of-range taps reading zero.
+  Bilinear interpolation weights the four neighbours; nearest rounds half to even
+  (``std::nearbyint``). A point whose x or y is NaN or infinite reads zero, under every
+  padding mode (the package's documented rule).
+- `affine_grid` follows `torch.nn.functional.affine_grid`.
+- `projective_grid` divides by ``h31 x + h32 y + 1`` and gives NaN where that is zero.
+- `tps_grid` solves the ``(K + 3) x (K + 3)`` thin-plate-spline system with
+  `numpy.linalg.solve` on every call.
+
+Arrays are channels_last: images ``(B, H, W, C)``, grids ``(B, Ho, Wo, 2)`` with the
+last axis ``(x, y)``, x along the width and y along the height, both in [-1, 1].
+"""
+
+import math
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------- coordinates
+
+
+def unnormalize(coord, size, align_corners):
+    """Normalised coordinate in [-1, 1] -> pixel index units (pixel centres at 0..size-1)."""
+    if align_corners:
+        # -1 and +1 are the centres of the corner pixels.
+        return (coord + 1.0) / 2.0 * (size - 1)
+    # -1 and +1 are the outer edges of the corner pixels.
+    return ((coord + 1.0) * size - 1.0) / 2.0
+
+
+def normalize(index, size, align_corners):
+    """The inverse of `unnormalize` (for building test grids in pixel units)."""
+    if align_corners:
+        return 2.0 * index / (size - 1) - 1.0
+    return (2.0 * index + 1.0) / size - 1.0
+
+
+def clip_coordinates(coord, size):
+    return min(size - 1.0, max(coord, 0.0))
+
+
+def reflect_coordinates(coord, twice_low, twice_high):
+    """Reflects `coord` into [twice_low / 2, twice_high / 2], as ATen does."""
+    if twice_low == twice_high:
+        return 0.0
+    low = twice_low / 2.0
+    span = (twice_high - twice_low) / 2.0
+    coord = abs(coord - low)
+    extra = math.fmod(coord, span)
+    flips = math.floor(coord / span)
+    if flips % 2 == 0:
+        return extra + low
+    return span - extra + low
+
+
+def source_index(coord, size, padding_mode, align_corners):
+    coord = unnormalize(coord, size, align_corners)
+    if padding_mode == "border":
+        coord = clip_coordinates(coord, size)
+    elif padding_mode == "reflection":
+        if align_corners:
+            coord = reflect_coordinates(coord, 0.0, 2.0 * (size - 1))
+        else:
+            coord = reflect_coordinates(coord, -1.0, 2.0 * size - 1.0)
+        coord = clip_coordinates(coord, size)
+    elif padding_mode != "zeros":
+        raise ValueError(f"unknown padding_mode {padding_mode!r}")
+    return coord
+
+
+# -------------------------------------------------------------------------- sampler
+
+
+def grid_sample(
+    images, grid, interpolation="bilinear", padding_mode="zeros", align_corners=False
+):
+    """Reads `images` (B, H, W, C) at `grid` (B, Ho, Wo, 2); returns (B, Ho, Wo, C)."""
+    images = np.asarray(images, dtype=np.float64)
+    grid = np.asarray(grid, dtype=np.float64)
+    batch, height, width, channels = images.shape
+    _, out_height, out_width, _ = grid.shape
+    out = np.zeros((batch, out_height, out_width, channels))
+
+    def tap(b, row, col):
+        if 0 <= row < height and 0 <= col < width:
+            return images[b, row, col]
+        return np.zeros(channels)
+
+    for b in range(batch):
+        for i in range(out_height):
+            for j in range(out_width):
+                x, y = grid[b, i, j]
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    continue  # reads zero
+                ix = source_index(x, width, padding_mode, align_corners)
+                iy = source_index(y, height, padding_mode, align_corners)
+                if interpolation == "nearest":
+                    col = int(np.rint(ix))  # round half to even, like std::nearbyint
+                    row = int(np.rint(iy))
+                    out[b, i, j] = tap(b, row, col)
+                elif interpolation == "bilinear":
+                    x0 = math.floor(ix)
+                    y0 = math.floor(iy)
+                    x1 = x0 + 1
+                    y1 = y0 + 1
+                    wx1 = ix - x0
+                    wx0 = x1 - ix
+                    wy1 = iy - y0
+                    wy0 = y1 - iy
+                    out[b, i, j] = (
+                        wy0 * wx0 * tap(b, y0, x0)
+                        + wy0 * wx1 * tap(b, y0, x1)
+                        + wy1 * wx0 * tap(b, y1, x0)
+                        + wy1 * wx1 * tap(b, y1, x1)
+                    )
+                else:
+                    raise ValueError(f"unknown interpolation {interpolation!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------- grids
+
+
+def base_coordinates(size, align_corners):
+    """The target-grid coordinates along one axis, as torch's affine_grid makes them."""
+    if align_corners:
+        if size == 1:
+            return np.zeros(1)
+        return np.array([-1.0 + 2.0 * j / (size - 1) for j in range(size)])
+    return np.array([(2.0 * j + 1.0) / size - 1.0 for j in range(size)])
+
+
+def affine_grid(theta, output_size, align_corners=False):
+    """theta (B, 6) row-major [a, b, tx, c, d, ty] or (B, 2, 3) -> grid (B, H, W, 2)."""
+    theta = np.asarray(theta, dtype=np.float64).reshape(-1, 2, 3)
+    height, width = output_size
+    xs = base_coordinates(width, align_corners)
+    ys = base_coordinates(height, align_corners)
+    grid = np.zeros((theta.shape[0], height, width, 2))
+    for b in range(theta.shape[0]):
+        (a, b_, tx), (c, d, ty) = theta[b]
+        for i in range(height):
+            for j in range(width):
+                x, y = xs[j], ys[i]
+                grid[b, i, j, 0] = a * x + b_ * y + tx
+                grid[b, i, j, 1] = c * x + d * y + ty
+    return grid
+
+
+def projective_grid(theta, output_size, align_corners=False):
+    """theta (B, 8) [h11, h12, h13, h21, h22, h23, h31, h32] (h33 = 1) or (B, 3, 3)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.ndim == 3:
+        theta = theta.reshape(-1, 9)[:, :8]
+    height, width = output_size
+    xs = base_coordinates(width, align_corners)
+    ys = base_coordinates(height, align_corners)
+    grid = np.zeros((theta.shape[0], height, width, 2))
+    for b in range(theta.shape[0]):
+        h11, h12, h13, h21, h22, h23, h31, h32 = theta[b]
+        for i in range(height):
+            for j in range(width):
+                x, y = xs[j], ys[i]
+                den = h31 * x + h32 * y + 1.0
+                if den == 0.0:
+                    grid[b, i, j] = np.nan
+                    continue
+                grid[b, i, j, 0] = (h11 * x + h12 * y + h13) / den
+                grid[b, i, j, 1] = (h21 * x + h22 * y + h23) / den
+    return grid
+
+
+def default_control_points(grid_shape=(4, 4)):
+    """A regular grid in [-1, 1]^2 with the corners, row by row (y outer, x inner)."""
+    rows, cols = grid_shape
+    return np.array(
+        [(x, y) for y in np.linspace(-1.0, 1.0, rows) for x in np.linspace(-1.0, 1.0, cols)]
+    )
+
+
+def tps_kernel(squared_distance):
+    """U(r) = r^2 log r^2, with U(0) = 0."""
+    if squared_distance == 0.0:
+        return 0.0
+    return squared_distance * math.log(squared_distance)
+
+
+def tps_coefficients(control_points, targets):
+    """Solves for the kernel weights w (K, 2) and the affine part a (3, 2) of f with
+    f(P_k) = targets_k, sum_k w_k = 0, sum_k w_k P_k = 0."""
+    points = np.asarray(control_points, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    k = points.shape[0]
+    system = np.zeros((k + 3, k + 3))
+    for i in range(k):
+        for j in range(k):
+            system[i, j] = tps_kernel(float(np.sum((points[i] - points[j]) ** 2)))
+        system[i, k] = 1.0
+        system[i, k + 1 :] = points[i]
+        system[k, i] = 1.0
+        system[k + 1 :, i] = points[i]
+    rhs = np.zeros((k + 3, 2))
+    rhs[:k] = targets
+    solution = np.linalg.solve(system, rhs)
+    return solution[:k], solution[k:]
+
+
+def tps_grid(theta, control_points, output_size, align_corners=False):
+    """theta (B, 2K) [x1, y1, ...] or (B, K, 2): where each control point maps to."""
+    points = np.asarray(control_points, dtype=np.float64)
+    k = points.shape[0]
+    theta = np.asarray(theta, dtype=np.float64).reshape(-1, k, 2)
+    height, width = output_size
+    xs = base_coordinates(width, align_corners)
+    ys = base_coordinates(height, align_corners)
+    grid = np.zeros((theta.shape[0], height, width, 2))
+    for b in range(theta.shape[0]):
+        weights, affine = tps_coefficients(points, theta[b])
+        for i in range(height):
+            for j in range(width):
+                p = np.array([xs[j], ys[i]])
+                value = affine[0] + p[0] * affine[1] + p[1] * affine[2]
+                for n in range(k):
+                    value = value + weights[n] * tps_kernel(float(np.sum((p - points[n]) ** 2)))
+                grid[b, i, j] = value
+    return grid
+
+
+# ------------------------------------------------------------- transform families
+
+
+def family_to_affine(name, theta):
+    """The affine (B, 6) theta that a low-parameter family's theta (B, P) stands for."""
+    theta = np.asarray(theta, dtype=np.float64)
+    zeros = np.zeros(theta.shape[0])
+    ones = np.ones(theta.shape[0])
+    if name == "translation":
+        tx, ty = theta.T
+        rows = [ones, zeros, tx, zeros, ones, ty]
+    elif name == "attention":
+        s, tx, ty = theta.T
+        rows = [s, zeros, tx, zeros, s, ty]
+    elif name == "similarity":
+        a, b, tx, ty = theta.T
+        rows = [a, -b, tx, b, a, ty]
+    elif name == "affine":
+        return theta.reshape(-1, 6)
+    else:
+        raise ValueError(f"{name!r} is not an affine family")
+    return np.stack(rows, axis=1)
+
+
+def family_grid(name, theta, output_size, align_corners=False):
+    if name == "projective":
+        return projective_grid(theta, output_size, align_corners)
+    if name == "tps":
+        return tps_grid(theta, default_control_points(), output_size, align_corners)
+    return affine_grid(family_to_affine(name, theta), output_size, align_corners)
