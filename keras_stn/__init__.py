@@ -4,13 +4,24 @@ Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks",
 NIPS 2015, arXiv:1506.02025.
 """
 
+from keras_stn import datasets
 from keras_stn import initializers
 from keras_stn import ops
 from keras_stn import transforms
+from keras_stn import visualize
 from keras_stn.layers import GridGenerator
 from keras_stn.layers import Sampler
 from keras_stn.layers import SpatialTransformer
 
 __version__ = "0.1.0"
 
-__all__ = ["GridGenerator", "Sampler", "SpatialTransformer", "initializers", "ops", "transforms"]
+__all__ = [
+    "GridGenerator",
+    "Sampler",
+    "SpatialTransformer",
+    "datasets",
+    "initializers",
+    "ops",
+    "transforms",
+    "visualize",
+]

