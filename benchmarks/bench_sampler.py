@@ -25,6 +25,7 @@ median of `--repeats` timed calls after two untimed ones (slow methods get fewer
 calls, at least 3). Runs on a GPU unchanged when TensorFlow (and torch) see one.
 
     python benchmarks/bench_sampler.py [--repeats 15] [--shapes 0 2] [--modes fwd]
+        [--skip "map_coords XLA"] [--threads 1]
 """
 
 import argparse
@@ -44,6 +45,11 @@ import keras_stn  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timing  # noqa: E402
 
+# torch's OpenMP workers spin while they wait for work; in one process with
+# TensorFlow's own thread pool, on a few cores, the spinning starves whichever
+# framework runs next (torch's median grows tenfold on a busy 2-core machine). Passive
+# waiting lets the two share the cores; set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 try:
     import torch
 except ImportError:
@@ -243,11 +249,14 @@ def main():
                         help="indices into SHAPES")
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--skip", nargs="*", default=[], help="method names to leave out")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for TensorFlow and torch alike (0: their defaults)")
     args = parser.parse_args()
+    timing.set_threads(args.threads)
 
     print(timing.machine())
-    print(f"median of {args.repeats} interleaved calls; ms (ratio to torch, or to the "
-          "gather baseline when torch is absent)\n")
+    print(f"{timing.load()}; median of {args.repeats} interleaved calls; ms (ratio to "
+          "torch, or to the gather baseline when torch is absent)\n")
     rows = []
     header = None
     for index in args.shapes:
@@ -267,7 +276,7 @@ def main():
                 row.append(cell)
             rows.append(row)
             print(timing.markdown_table(header, rows[-1:]).splitlines()[-1], flush=True)
-    print()
+    print(f"\n{timing.load()}\n")
     print(timing.markdown_table(header, rows))
 
 

@@ -1,15 +1,36 @@
 """Shared helpers of the benchmark scripts: interleaved timing and the machine."""
 
+import functools
 import os
 import platform
 import statistics
+import sys
 import time
 
 import tensorflow as tf
 
 
+def set_threads(threads):
+    """Gives TensorFlow (and torch, when imported) `threads` threads; 0 keeps defaults."""
+    if not threads:
+        return
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def load():
+    """The machine's load averages: other processes make every figure noisier."""
+    if not hasattr(os, "getloadavg"):
+        return "load average unknown"
+    return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+@functools.lru_cache(maxsize=None)
 def gpus():
-    return tf.config.list_physical_devices("GPU")
+    return tuple(tf.config.list_physical_devices("GPU"))
 
 
 def sync_tensorflow():

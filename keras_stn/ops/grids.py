@@ -61,7 +61,9 @@ def affine_grid(theta, output_size, align_corners=False):
     height, width = _checks.check_output_size(output_size)
     matrix = _check_theta(theta, 6, (2, 3))
     homogeneous = _homogeneous_targets(height, width, align_corners, matrix.dtype)
-    grid = ops.einsum("nk,bjk->bnj", homogeneous, matrix)
+    # Batch first: XLA lays the product out as (batch, 2, points), so x and y are each
+    # contiguous; with the targets first every read of the grid strides across the batch.
+    grid = ops.einsum("bjk,nk->bnj", matrix, homogeneous)
     return ops.reshape(grid, (-1, height, width, 2))
 
 
@@ -96,7 +98,7 @@ def projective_grid(theta, output_size, align_corners=False):
         theta = ops.reshape(ops.concatenate([theta, one], axis=1), (-1, 3, 3))
     matrix = _check_theta(theta, None, (3, 3), expected="(batch, 8) or (batch, 3, 3)")
     homogeneous = _homogeneous_targets(height, width, align_corners, matrix.dtype)
-    projected = ops.einsum("nk,bjk->bnj", homogeneous, matrix)
+    projected = ops.einsum("bjk,nk->bnj", matrix, homogeneous)  # batch first, as above
     w = projected[..., 2:]
     epsilon = np.finfo(keras.backend.standardize_dtype(matrix.dtype)).eps
     at_infinity = ops.abs(w) <= epsilon
@@ -146,7 +148,7 @@ def tps_grid(theta, control_points, output_size, align_corners=False):
     weights = _tps_weights(_key(points), height, width, bool(align_corners))
     targets = target_coordinates((height, width), align_corners).reshape(-1, 2)
     # Identity on the target grid plus the spline of the offsets: exact at identity.
-    grid = ops.cast(targets, dtype) + ops.einsum("nk,bkj->bnj", ops.cast(weights, dtype), offsets)
+    grid = ops.cast(targets, dtype) + ops.einsum("bkj,nk->bnj", offsets, ops.cast(weights, dtype))
     return ops.reshape(grid, (-1, height, width, 2))
 
 

@@ -103,32 +103,19 @@ def _sample_channels_last(images, grid, interpolation, padding_mode, align_corne
 
     x = _to_pixels(grid[..., 0], width, align_corners, dtype)
     y = _to_pixels(grid[..., 1], height, align_corners, dtype)
+    # The images are flattened with the grid's batch size: when the two batch sizes
+    # differ at run time that reshape fails loudly instead of broadcasting one over the
+    # other (a reshape of the grid would not do: graph optimisation removes it).
+    grid_batch = ops.shape(grid)[0]
+    if interpolation == "bilinear":
+        return _bilinear(images, x, y, padding_mode, align_corners, grid_batch, dtype)
+
     finite = ops.logical_and(ops.isfinite(x), ops.isfinite(y))
     x = _pad(ops.where(finite, x, -2.0), width, padding_mode, align_corners, dtype)
     y = _pad(ops.where(finite, y, -2.0), height, padding_mode, align_corners, dtype)
-
-    if interpolation == "nearest":
-        x = ops.stop_gradient(ops.round(x))
-        y = ops.stop_gradient(ops.round(y))
-        taps = [(x, y, ops.cast(finite, dtype))]
-    else:
-        x = _snap(x, width, dtype)
-        y = _snap(y, height, dtype)
-        x0, y0 = ops.floor(x), ops.floor(y)
-        wx1, wy1 = x - x0, y - y0
-        wx0, wy0 = 1.0 - wx1, 1.0 - wy1
-        ok = ops.cast(finite, dtype)
-        taps = [
-            (x0, y0, wx0 * wy0 * ok),
-            (x0 + 1.0, y0, wx1 * wy0 * ok),
-            (x0, y0 + 1.0, wx0 * wy1 * ok),
-            (x0 + 1.0, y0 + 1.0, wx1 * wy1 * ok),
-        ]
-
-    # Flattened with the grid's batch size: when the two batch sizes differ at run
-    # time this reshape fails loudly instead of broadcasting one over the other (a
-    # reshape of the grid would not do: graph optimisation removes it).
-    grid_batch = ops.shape(grid)[0]
+    x = ops.stop_gradient(ops.round(x))
+    y = ops.stop_gradient(ops.round(y))
+    taps = [(x, y, ops.cast(finite, dtype))]
     flat_images = ops.reshape(images, (grid_batch * height * width, channels))
     first_pixel = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1))
     first_pixel = first_pixel * ops.cast(height * width, "int32")
@@ -143,6 +130,144 @@ def _sample_channels_last(images, grid, interpolation, padding_mode, align_corne
         term = values * weight[..., None]
         output = term if output is None else output + term
     return ops.cast(output, images.dtype)
+
+
+# At most this many channels, the image gradient is scattered as one row of
+# 4 * channels per output point (its 2 x 2 block of taps) and folded back: a quarter
+# of the scatter indices, which is what costs with few channels. With more channels
+# the four taps are scattered as rows of their own, into a buffer the image's size.
+_BLOCK_SCATTER_MAX_CHANNELS = 4
+
+
+def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
+    """Bilinear read at pixel coordinates `x`, `y`, with a hand-written gradient.
+
+    The image is padded with zeros (one line before, two after each axis), so that
+    every tap of a point in [-1, size] is a plain read: no masks, no clipping. The
+    forward pass computes one flat index and two fractions per point; the gradient
+    reuses them. The grid's gradient needs only the four taps summed against the
+    upstream gradient, no scatter; the image's gradient is one scatter, and only where
+    it is used (graph and XLA prune it when only the grid needs a gradient).
+    """
+    shape = ops.shape(images)
+    height, width, channels = shape[1], shape[2], shape[3]
+    images_dtype = images.dtype
+    if padding_mode == "zeros":
+        # A point with a coordinate one pixel or more outside reads only padding,
+        # whatever its other coordinate: each coordinate alone moves onto the line just
+        # outside (-1 or size), where the point still reads 0 and the clip passes no
+        # gradient. A non-finite coordinate goes there too, with no gradient.
+        x = ops.clip(ops.where(ops.isfinite(x), x, -1.0), -1.0, ops.cast(width, dtype))
+        y = ops.clip(ops.where(ops.isfinite(y), y, -1.0), -1.0, ops.cast(height, dtype))
+    else:
+        # Inside after padding, but a point with a non-finite coordinate reads 0: both
+        # of its coordinates go to -1 (replaced before `_pad` too, so that no NaN
+        # reaches its gradient).
+        finite = ops.logical_and(ops.isfinite(x), ops.isfinite(y))
+        x = _pad(ops.where(finite, x, -1.0), width, padding_mode, align_corners, dtype)
+        y = _pad(ops.where(finite, y, -1.0), height, padding_mode, align_corners, dtype)
+        x = ops.where(finite, x, -1.0)
+        y = ops.where(finite, y, -1.0)
+    rows, cols = height + 3, width + 3
+    offsets = (0, 1, cols, cols + 1)
+    static_channels = images.shape[-1]
+    block_scatter = (
+        static_channels is not None and static_channels <= _BLOCK_SCATTER_MAX_CHANNELS
+    )
+
+    # The forward pass reads the coordinates once, in one fusion; the gradient has
+    # several readers, which must not each recompute them (see `_materialise`). With one
+    # channel they are materialised before the forward pass already: the gradient's
+    # channel sums are then no reductions, and without the forward's gathers to share,
+    # XLA gathers every tap again for each of the two coordinates' gradients.
+    early = static_channels == 1
+
+    def corners(x, y):
+        """The flat index of each point's top-left tap, and its fractions."""
+        x0, y0 = ops.floor(x), ops.floor(y)
+        first = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1)) * (rows * cols)
+        index = first + ops.cast(y0 + 1.0, "int32") * cols + ops.cast(x0 + 1.0, "int32")
+        return index, x - x0, y - y0
+
+    def read(index):
+        padded = ops.pad(images, ((0, 0), (1, 2), (1, 2), (0, 0)))
+        flat = ops.reshape(padded, (batch * rows * cols, channels))
+        return [ops.cast(ops.take(flat, index + k, axis=0), dtype) for k in offsets]
+
+    def backward(upstream, index, fx, fy):
+        upstream = ops.cast(upstream, dtype)
+        v0, v1, v2, v3 = read(index)
+        wx1, wy1 = fx[..., None], fy[..., None]
+        wx0, wy0 = 1.0 - wx1, 1.0 - wy1
+        if early:
+            # One channel: the derivative of the output along each coordinate.
+            x_grad = ops.sum(upstream * (wy0 * (v1 - v0) + wy1 * (v3 - v2)), axis=-1)
+            y_grad = ops.sum(upstream * (wx0 * (v2 - v0) + wx1 * (v3 - v1)), axis=-1)
+        else:
+            # Four channel sums, one per tap, then the derivatives from those.
+            s0, s1, s2, s3 = (ops.sum(upstream * v, axis=-1) for v in (v0, v1, v2, v3))
+            x_grad = (1.0 - fy) * (s1 - s0) + fy * (s3 - s2)
+            y_grad = (1.0 - fx) * (s2 - s0) + fx * (s3 - s1)
+        weights = (wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1)
+        size = batch * rows * cols
+        if block_scatter:
+            updates = ops.stack([w * upstream for w in weights], axis=-2)
+            updates = ops.reshape(updates, (-1, 4 * channels))
+            blocks = ops.segment_sum(updates, ops.reshape(index, (-1,)), size)
+            blocks = ops.reshape(blocks, (batch, rows, cols, 4, channels))
+            image_grad = (
+                blocks[:, 1 : height + 1, 1 : width + 1, 0]
+                + blocks[:, 1 : height + 1, :width, 1]
+                + blocks[:, :height, 1 : width + 1, 2]
+                + blocks[:, :height, :width, 3]
+            )
+        else:
+            # One tap at a time into the same buffer: a quarter of the updates in memory.
+            padded = ops.zeros((size, channels), dtype)
+            for w, k in zip(weights, offsets):
+                updates = ops.reshape(w * upstream, (-1, channels))
+                ids = ops.reshape(index + k, (-1, 1))
+                padded = ops.scatter_update(padded, ids, updates, reduction="add")
+            padded = ops.reshape(padded, (batch, rows, cols, channels))
+            image_grad = padded[:, 1 : height + 1, 1 : width + 1]
+        return ops.cast(image_grad, images_dtype), x_grad, y_grad
+
+    @ops.custom_gradient
+    def interpolate(images, x, y):
+        x, y = _snap(x, width, dtype), _snap(y, height, dtype)
+        if early:
+            x, y = _materialise(x, y)
+        index, fx, fy = corners(x, y)
+        v0, v1, v2, v3 = read(index)
+        wx1, wy1 = fx[..., None], fy[..., None]
+        wx0, wy0 = 1.0 - wx1, 1.0 - wy1
+        output = wy0 * (wx0 * v0 + wx1 * v1) + wy1 * (wx0 * v2 + wx1 * v3)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            if early:
+                return backward(upstream, index, fx, fy)
+            return backward(upstream, *corners(*_materialise(x, y)))
+
+        return ops.cast(output, images_dtype), grad
+
+    return interpolate(images, x, y)
+
+
+def _materialise(x, y):
+    """Returns `x` and `y` unchanged, computed once.
+
+    XLA fuses cheap elementwise work into every consumer, so without this each gather
+    (for each channel it reads), the weights and the gradient would recompute the whole
+    coordinate pipeline on their own: that recomputation cost more than the sampling.
+    A cumulative sum over a `(value, 0)` axis is exact (`0 + v == v`) and is a
+    reduce-window, which XLA does not fuse into its consumers, so the coordinates are
+    computed once and read back by everything after it. Outside XLA it is one cheap op.
+    """
+    xy = ops.stack([x, y])
+    xy = ops.cumsum(ops.stack([xy, ops.zeros_like(xy)]), axis=0)[0]
+    return xy[0], xy[1]
 
 
 def _to_pixels(coordinate, size, align_corners, dtype):
@@ -183,10 +308,10 @@ def _reflect(coordinate, low, high):
 
 
 def _snap(coordinate, size, dtype):
+    """Forward only: `_bilinear`'s custom gradient passes through it unchanged."""
     nearest = ops.round(coordinate)
     tolerance = SNAP_EPSILONS * _EPSILON[dtype] * ops.maximum(ops.cast(size, dtype), 1.0)
-    snapped = coordinate + ops.stop_gradient(nearest - coordinate)
-    return ops.where(ops.abs(coordinate - nearest) <= tolerance, snapped, coordinate)
+    return ops.where(ops.abs(coordinate - nearest) <= tolerance, nearest, coordinate)
 
 
 _EPSILON = {"float32": 2.0**-23, "float64": 2.0**-52}

@@ -1,0 +1,113 @@
+"""Peak memory of the sampler's forward+backward under XLA, from XLA's buffer assignment.
+
+For each shape of `bench_sampler.py`, compiles affine grid + sample, forward and
+backward (gradients to the images and theta, or to theta only), with
+`jit_compile=True`, and reads XLA's own accounting of the compiled program
+(`--xla_dump_to`): every byte it allocates, parameters, outputs and temporaries
+together. That is the program's peak: XLA allocates it all up front. It is compared
+with the arrays the computation cannot do without: images, theta, the upstream
+gradient, the output and the gradients. Also prints the largest single temporary, to
+show that nothing of size B x Ho x Wo x H x W (a dense sampling matrix) is ever made.
+
+    python benchmarks/bench_memory.py [--shapes 0 3]
+
+XLA_FLAGS is set by this script (a dump directory in a temporary folder); the figures
+are the CPU compiler's. Deterministic: no timing involved.
+"""
+
+import argparse
+import glob
+import os
+import re
+import sys
+import tempfile
+
+DUMP = tempfile.mkdtemp(prefix="keras_stn_xla_dump_")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={DUMP} --xla_dump_hlo_as_text"
+).strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_sampler  # noqa: E402
+import timing  # noqa: E402
+
+MODES = ("fwd+bwd", "fwd+bwd, grid only")
+SAMPLERS = {"stn": bench_sampler.stn_sample, "gather": bench_sampler.gather_sample}
+
+
+def compiled_bytes(sampler, shape, mode):
+    """(total bytes, largest temporary bytes) of the program XLA compiled for it."""
+    before = set(glob.glob(os.path.join(DUMP, "*memory-usage-report.txt")))
+    call = bench_sampler.tensorflow_call(
+        sampler, bench_sampler.inputs(shape), shape[4:], mode, jit_compile=True
+    )
+    call()
+    reports = sorted(set(glob.glob(os.path.join(DUMP, "*memory-usage-report.txt"))) - before)
+    if len(reports) != 1:
+        raise RuntimeError(f"expected one new XLA memory report, found {len(reports)}")
+    with open(reports[0]) as f:
+        text = f.read()
+    total = int(re.search(r"Total bytes used: (\d+)", text).group(1))
+    assignment = reports[0].replace("memory-usage-report", "buffer-assignment")
+    largest = 0
+    with open(assignment) as f:
+        for line in f:
+            match = re.match(r"\s*value: <\d+ .*> \(size=(\d+),offset=\d+\)", line)
+            if match:
+                largest = max(largest, int(match.group(1)))
+    return total, largest
+
+
+def essential_bytes(shape, mode):
+    """Images, theta, upstream gradient, output and the gradients asked for."""
+    batch, height, width, channels, out_height, out_width = shape
+    image = batch * height * width * channels * 4
+    output = batch * out_height * out_width * channels * 4
+    theta = batch * 6 * 4
+    gradients = theta + (image if mode == "fwd+bwd" else 0)
+    return image + theta + output + output + gradients
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", type=int, nargs="*",
+                        default=list(range(len(bench_sampler.SHAPES))))
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    args = parser.parse_args()
+    print(timing.machine())
+    print("XLA's total allocation for affine grid + sample, forward and backward, over "
+          "images + theta + upstream + output + gradients (MiB)\n")
+    header = ["shape (B, H, W, C -> out)", "mode", "essential"]
+    header += [f"{name} peak (ratio)" for name in SAMPLERS]
+    header += ["stn largest temp / output", "B*Ho*Wo*H*W floats / output"]
+    rows = []
+    for index in args.shapes:
+        shape = bench_sampler.SHAPES[index]
+        batch, height, width, channels, out_height, out_width = shape
+        output = batch * out_height * out_width * channels * 4
+        for mode in args.modes:
+            essential = essential_bytes(shape, mode)
+            row = [f"{batch}, {height}x{width}x{channels} -> {out_height}x{out_width}", mode,
+                   f"{essential / 2**20:.1f}"]
+            largest_stn = None
+            for name, sampler in SAMPLERS.items():
+                total, largest = compiled_bytes(sampler, shape, mode)
+                row.append(f"{total / 2**20:.1f} ({total / essential:.2f}x)")
+                if name == "stn":
+                    largest_stn = largest
+            dense = batch * out_height * out_width * height * width * 4
+            row += [f"{largest_stn / output:.2f}", f"{dense / output:.0f}"]
+            rows.append(row)
+            print(timing.markdown_table(header, rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(timing.markdown_table(header, rows))
+    print(f"\n(XLA dump kept in {DUMP})")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

@@ -1,0 +1,135 @@
+"""Times one training step of the paper's ST-CNN against the same CNN without the ST.
+
+Batch 256 of 42x42 RTS digits (`keras_stn.datasets.distorted_mnist("RTS")`, or random
+images of that shape with `--data random`), `model.train_on_batch` after
+`model.compile(SGD, sparse categorical cross-entropy, jit_compile=True)`.
+
+Models (the CNN is the one of `examples/distorted_mnist.py`, after the paper: two 9x9
+convolutions with ReLU, 32 then 64 filters, each followed by 2x2 max-pooling, then a
+10-way softmax):
+
+- `CNN`: the CNN on the 42x42 images.
+- `ST-CNN`: `keras_stn.SpatialTransformer()` (affine, default localisation network,
+  output 42x42) in front of the same CNN: the issue's comparison.
+- `ST-CNN, 28x28 out`: the transformer samples a 28x28 output, as
+  `examples/distorted_mnist.py` does for RTS; its CNN sees 28x28.
+- `ST-CNN, no sampler`: the ST-CNN with the sampler replaced by a pass-through that
+  keeps theta in the graph: what the localisation network and the grid cost alone.
+
+The steps are interleaved, round after round, in one process; each figure is the
+median of `--repeats` timed steps after two untimed ones. Runs on a GPU unchanged.
+
+    python benchmarks/bench_training.py [--repeats 15] [--data random]
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_stn  # noqa: E402
+from keras_stn.layers import spatial_transformer  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
+
+BATCH = 256
+SIZE = 42
+
+
+def cnn(x):
+    x = keras.layers.Conv2D(32, 9, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(64, min(9, x.shape[1]), activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.layers.Dense(10, activation="softmax")(x)
+
+
+def build(transformer=None):
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = inputs if transformer is None else transformer(inputs)
+    model = keras.Model(inputs, cnn(x))
+    model.compile(
+        keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy", jit_compile=True
+    )
+    return model
+
+
+def pass_through(images, grid, **kwargs):
+    """The images unchanged, with a zero that depends on the grid (so on theta)."""
+    return images + 0.0 * ops.mean(grid)
+
+
+def batch(data):
+    if data == "rts":
+        try:
+            dataset = keras_stn.datasets.distorted_mnist(
+                "RTS", "train", batch_size=BATCH, seed=0, verbose=False
+            )
+            images, labels = next(iter(dataset))
+            return np.asarray(images), np.asarray(labels)
+        except Exception as error:  # no digits on this machine: same shapes, random
+            print(f"RTS digits unavailable ({type(error).__name__}: {error}); random images")
+    rng = np.random.default_rng(0)
+    images = rng.random((BATCH, SIZE, SIZE, 1), dtype=np.float32)
+    return images, rng.integers(0, 10, BATCH)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--data", choices=["rts", "random"], default="rts")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra- and inter-op threads (0: its default)")
+    args = parser.parse_args()
+    timing.set_threads(args.threads)
+
+    print(timing.machine())
+    images, labels = batch(args.data)
+    keras.utils.set_random_seed(0)
+    models = {
+        "CNN": build(),
+        "ST-CNN": build(keras_stn.SpatialTransformer()),
+        "ST-CNN, 28x28 out": build(keras_stn.SpatialTransformer(output_size=(28, 28))),
+    }
+    steps = {}
+    for name, model in models.items():
+        steps[name] = lambda model=model: model.train_on_batch(images, labels)
+        steps[name]()  # traced and compiled with the real sampler
+    real_sample = spatial_transformer.sampling.sample
+    spatial_transformer.sampling.sample = pass_through
+    try:
+        model = build(keras_stn.SpatialTransformer())
+        steps["ST-CNN, no sampler"] = lambda: model.train_on_batch(images, labels)
+        steps["ST-CNN, no sampler"]()
+    finally:
+        spatial_transformer.sampling.sample = real_sample
+
+    def step(function):
+        def call():
+            function()
+            timing.sync_tensorflow()
+
+        return call
+
+    seconds = timing.time_interleaved(
+        {name: step(f) for name, f in steps.items()}, args.repeats, budget_s=60.0
+    )
+    print(f"{timing.load()}; median of {args.repeats} interleaved steps, batch {BATCH}, "
+          f"{SIZE}x{SIZE}x1, jit_compile=True\n")
+    rows = [
+        [name, f"{1000 * value:.1f}", f"{value / seconds['CNN']:.2f}x"]
+        for name, value in seconds.items()
+    ]
+    print(timing.markdown_table(["model", "train step ms", "ratio to CNN"], rows))
+
+
+if __name__ == "__main__":
+    main()
