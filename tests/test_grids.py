@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from keras_stn import ops
 from tests import reference
+from tests.testing import arange_images
+from tests.testing import assert_value_error_names
 
 ALIGNS = (False, True)
 PADDINGS = ("zeros", "border", "reflection")
@@ -22,18 +24,6 @@ IDENTITY_PROJECTIVE = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 CUSTOM_POINTS = np.array(
     [[-0.9, -0.8], [0.7, -0.95], [0.1, 0.05], [-0.6, 0.9], [0.95, 0.6], [0.3, -0.4]]
 )
-
-
-def arange_images(shape, dtype="float32"):
-    return np.arange(np.prod(shape), dtype=dtype).reshape(shape)
-
-
-def assert_value_error_names(call, argument):
-    with pytest.raises(ValueError) as info:
-        call()
-    message = str(info.value)
-    assert argument in message, message
-    assert "Received" in message, message
 
 
 def pixel_distance_to_kinks(grid, image_size, align_corners):

@@ -15,16 +15,14 @@ import tensorflow as tf
 
 from keras_stn import ops
 from tests import reference
+from tests.testing import arange_images
+from tests.testing import assert_value_error_names
 
 INTERPOLATIONS = ("bilinear", "nearest")
 PADDINGS = ("zeros", "border", "reflection")
 ALIGNS = (False, True)
 MODES = list(itertools.product(INTERPOLATIONS, PADDINGS, ALIGNS))
 IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-
-
-def arange_images(shape, dtype="float32"):
-    return np.arange(np.prod(shape), dtype=dtype).reshape(shape)
 
 
 def identity_grid(batch, size, align_corners, dtype="float32"):
@@ -65,14 +63,6 @@ def distance_to_half_pixels(grid, image_size, align_corners):
 
 def sample(images, grid, **kwargs):
     return np.asarray(ops.sample(images, grid, **kwargs))
-
-
-def assert_value_error_names(call, argument):
-    with pytest.raises(ValueError) as info:
-        call()
-    message = str(info.value)
-    assert argument in message, message
-    assert "Received" in message, message
 
 
 # ----------------------------------------------------------- feature: exact answers

@@ -12,6 +12,8 @@ import keras_stn
 from keras_stn import ops
 from keras_stn import transforms
 from tests import reference
+from tests.testing import arange_images
+from tests.testing import assert_value_error_names
 
 ALIGNS = (False, True)
 NAMES = ("translation", "attention", "similarity", "affine", "projective", "tps")
@@ -30,18 +32,6 @@ IDENTITIES = {
             for x in (-1, -THIRD, THIRD, 1)
             for coordinate in (x, y)],
 }
-
-
-def arange_images(shape, dtype="float32"):
-    return np.arange(np.prod(shape), dtype=dtype).reshape(shape)
-
-
-def assert_value_error_names(call, argument):
-    with pytest.raises(ValueError) as info:
-        call()
-    message = str(info.value)
-    assert argument in message, message
-    assert "Received" in message, message
 
 
 def random_theta(rng, name, batch):

@@ -17,6 +17,7 @@ import zipfile
 
 import keras
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
@@ -237,3 +238,17 @@ def finish_python(process, timeout=240):
 def run_python(code, *args, cwd=None, env=None, timeout=240):
     """Runs `code` in a fresh interpreter; returns the JSON it printed last."""
     return finish_python(start_python(code, *args, cwd=cwd, env=env), timeout)
+
+
+def arange_images(shape, dtype="float32"):
+    """`np.arange` images: every pixel different, so a wrong read shows."""
+    return np.arange(np.prod(shape), dtype=dtype).reshape(shape)
+
+
+def assert_value_error_names(call, argument):
+    """`call()` raises a ValueError naming `argument` and saying what it received."""
+    with pytest.raises(ValueError) as info:
+        call()
+    message = str(info.value)
+    assert argument in message, message
+    assert "Received" in message, message
