@@ -5,8 +5,8 @@ backward (gradients to the images and theta, or to theta only), with
 `jit_compile=True`, and reads XLA's own accounting of the compiled program
 (`--xla_dump_to`): every byte it allocates, parameters, outputs and temporaries
 together. That is the program's peak: XLA allocates it all up front. It is compared
-with the arrays the computation cannot do without: images, theta, the upstream
-gradient, the output and the gradients. Also prints the largest single temporary, to
+with the arrays the computation cannot do without (`essential_bytes`): images, theta,
+grid, output, upstream gradient and the gradients. Also prints the largest single temporary, to
 show that nothing of size B x Ho x Wo x H x W (a dense sampling matrix) is ever made.
 
     python benchmarks/bench_memory.py [--shapes 0 3]
@@ -29,11 +29,11 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_sampler  # noqa: E402
-import timing  # noqa: E402
+import bench_sampler
+import timing
 
 MODES = ("fwd+bwd", "fwd+bwd, grid only")
 SAMPLERS = {"stn": bench_sampler.stn_sample, "gather": bench_sampler.gather_sample}
@@ -63,13 +63,19 @@ def compiled_bytes(sampler, shape, mode):
 
 
 def essential_bytes(shape, mode):
-    """Images, theta, upstream gradient, output and the gradients asked for."""
+    """The computation's inputs, outputs and gradients, which any sampler holds.
+
+    Images, theta and the grid made from it (the sampler's own input), the output and
+    its upstream gradient, the gradients to theta and the grid, and to the images when
+    they are asked for. torch's affine_grid + grid_sample holds exactly these.
+    """
     batch, height, width, channels, out_height, out_width = shape
     image = batch * height * width * channels * 4
     output = batch * out_height * out_width * channels * 4
     theta = batch * 6 * 4
-    gradients = theta + (image if mode == "fwd+bwd" else 0)
-    return image + theta + output + output + gradients
+    grid = batch * out_height * out_width * 2 * 4
+    gradients = theta + grid + (image if mode == "fwd+bwd" else 0)
+    return image + theta + grid + output + output + gradients
 
 
 def main():
@@ -79,8 +85,9 @@ def main():
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     args = parser.parse_args()
     print(timing.machine())
-    print("XLA's total allocation for affine grid + sample, forward and backward, over "
-          "images + theta + upstream + output + gradients (MiB)\n")
+    print("XLA's total allocation for affine grid + sample, forward and backward, and "
+          "its ratio to the essential arrays: images, theta, grid, output, upstream "
+          "gradient and gradients (MiB)\n")
     header = ["shape (B, H, W, C -> out)", "mode", "essential"]
     header += [f"{name} peak (ratio)" for name in SAMPLERS]
     header += ["stn largest temp / output", "B*Ho*Wo*H*W floats / output"]

@@ -35,15 +35,15 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
 
-import keras_stn  # noqa: E402
+import keras_stn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import timing  # noqa: E402
+import timing
 
 # torch's OpenMP workers spin while they wait for work; in one process with
 # TensorFlow's own thread pool, on a few cores, the spinning starves whichever

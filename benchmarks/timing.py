@@ -28,7 +28,7 @@ def load():
     return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gpus():
     return tuple(tf.config.list_physical_devices("GPU"))
 
