@@ -19,6 +19,7 @@ import argparse
 import glob
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -83,6 +84,8 @@ def main():
     parser.add_argument("--shapes", type=int, nargs="*",
                         default=list(range(len(bench_sampler.SHAPES))))
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument("--keep-dump", action="store_true",
+                        help="keep XLA's dump folder (deleted otherwise)")
     args = parser.parse_args()
     print(timing.machine())
     print("XLA's total allocation for affine grid + sample, forward and backward, and "
@@ -112,7 +115,10 @@ def main():
             print(timing.markdown_table(header, rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(timing.markdown_table(header, rows))
-    print(f"\n(XLA dump kept in {DUMP})")
+    if args.keep_dump:
+        print(f"\n(XLA dump kept in {DUMP})")
+    else:
+        shutil.rmtree(DUMP, ignore_errors=True)
 
 
 if __name__ == "__main__":

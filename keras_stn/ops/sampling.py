@@ -146,8 +146,8 @@ def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
     every tap of a point in [-1, size] is a plain read: no masks, no clipping. The
     forward pass computes one flat index and two fractions per point; the gradient
     reuses them. The grid's gradient needs only the four taps summed against the
-    upstream gradient, no scatter; the image's gradient is one scatter, and only where
-    it is used (graph and XLA prune it when only the grid needs a gradient).
+    upstream gradient, no scatter; the image's gradient is a scatter, run only where it
+    is used (graph and XLA prune it when only the grid needs a gradient).
     """
     shape = ops.shape(images)
     height, width, channels = shape[1], shape[2], shape[3]
@@ -175,13 +175,6 @@ def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
         static_channels is not None and static_channels <= _BLOCK_SCATTER_MAX_CHANNELS
     )
 
-    # The forward pass reads the coordinates once, in one fusion; the gradient has
-    # several readers, which must not each recompute them (see `_materialise`). With one
-    # channel they are materialised before the forward pass already: the gradient's
-    # channel sums are then no reductions, and without the forward's gathers to share,
-    # XLA gathers every tap again for each of the two coordinates' gradients.
-    early = static_channels == 1
-
     def corners(x, y):
         """The flat index of each point's top-left tap, and its fractions."""
         x0, y0 = ops.floor(x), ops.floor(y)
@@ -199,8 +192,8 @@ def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
         v0, v1, v2, v3 = read(index)
         wx1, wy1 = fx[..., None], fy[..., None]
         wx0, wy0 = 1.0 - wx1, 1.0 - wy1
-        if early:
-            # One channel: the derivative of the output along each coordinate.
+        if static_channels == 1:
+            # One channel: no sums to share, the derivative along each coordinate.
             x_grad = ops.sum(upstream * (wy0 * (v1 - v0) + wy1 * (v3 - v2)), axis=-1)
             y_grad = ops.sum(upstream * (wx0 * (v2 - v0) + wx1 * (v3 - v1)), axis=-1)
         else:
@@ -235,8 +228,6 @@ def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
     @ops.custom_gradient
     def interpolate(images, x, y):
         x, y = _snap(x, width, dtype), _snap(y, height, dtype)
-        if early:
-            x, y = _materialise(x, y)
         index, fx, fy = corners(x, y)
         v0, v1, v2, v3 = read(index)
         wx1, wy1 = fx[..., None], fy[..., None]
@@ -246,28 +237,29 @@ def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            if early:
-                return backward(upstream, index, fx, fy)
-            return backward(upstream, *corners(*_materialise(x, y)))
+            # The forward pass reads the coordinates in its one fusion. The gradient
+            # reads them, and its own coordinate gradients, in several places, which
+            # must not each recompute them: see `_exact_one`.
+            one = _exact_one(x)
+            image_grad, x_grad, y_grad = backward(upstream, *corners(x / one, y / one))
+            return image_grad, x_grad / one, y_grad / one
 
         return ops.cast(output, images_dtype), grad
 
     return interpolate(images, x, y)
 
 
-def _materialise(x, y):
-    """Returns `x` and `y` unchanged, computed once.
+def _exact_one(finite):
+    """1.0, computed from `finite` (finite values only) so that it is not a constant.
 
-    XLA fuses cheap elementwise work into every consumer, so without this each gather
-    (for each channel it reads), the weights and the gradient would recompute the whole
-    coordinate pipeline on their own: that recomputation cost more than the sampling.
-    A cumulative sum over a `(value, 0)` axis is exact (`0 + v == v`) and is a
-    reduce-window, which XLA does not fuse into its consumers, so the coordinates are
-    computed once and read back by everything after it. Outside XLA it is one cheap op.
+    XLA copies cheap elementwise work into every one of its consumers, so each gather
+    (for each channel it reads), each weight and each part of the gradient would redo
+    the whole coordinate computation, which costs more than the sampling itself. A
+    division is not cheap to XLA: it is computed once and stored, however many read it.
+    Divided by this one, the coordinates are unchanged (`v / 1 == v` exactly, on any
+    IEEE hardware) and computed once; outside XLA it costs one division per value.
     """
-    xy = ops.stack([x, y])
-    xy = ops.cumsum(ops.stack([xy, ops.zeros_like(xy)]), axis=0)[0]
-    return xy[0], xy[1]
+    return 1.0 + 0.0 * ops.sum(finite[:1, :1, :1])
 
 
 def _to_pixels(coordinate, size, align_corners, dtype):
