@@ -375,6 +375,40 @@ def test_gradient_wrt_images_and_grid_matches_finite_differences(
         assert np.abs(theoretical[1]).max() > 0.1
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("padding_mode", PADDINGS)
+@pytest.mark.parametrize("align_corners", ALIGNS)
+def test_second_order_gradients_match_finite_differences_of_the_gradient(
+    rng, padding_mode, align_corners, jit_compile
+):
+    # The first-order gradients are checked above; here they are differentiated again
+    # (a gradient penalty, a Hessian-vector product) and compared with finite
+    # differences of themselves. Bilinear is linear in each coordinate within a cell, so
+    # the mixed terms (x with y, grid with image) carry the second-order signal.
+    images = tf.constant(rng.uniform(size=(1, 4, 5, 2)))
+    grid = tf.constant(
+        random_grid(rng, 1, (3, 3), (4, 5), align_corners, margin=0.05, dtype="float64")
+    )
+    weights = tf.constant(rng.uniform(-1.0, 1.0, size=(1, 3, 3, 2)))
+
+    def first_order(images, grid):
+        with tf.GradientTape() as tape:
+            tape.watch([images, grid])
+            out = ops.sample(images, grid, padding_mode=padding_mode,
+                             align_corners=align_corners)
+            loss = tf.reduce_sum(out * weights)
+        image_grad, grid_grad = tape.gradient(loss, [images, grid])
+        return tf.concat([tf.reshape(image_grad, (-1,)), tf.reshape(grid_grad, (-1,))], 0)
+
+    first_order = tf.function(first_order, jit_compile=jit_compile)
+    theoretical, numerical = tf.test.compute_gradient(first_order, [images, grid])
+    for analytic, finite_difference in zip(theoretical, numerical):
+        np.testing.assert_allclose(analytic, finite_difference, atol=1e-6)
+    # The grid gradient depends on the images and on the grid itself (mixed x-y terms).
+    assert np.abs(theoretical[0]).max() > 0.1
+    assert np.abs(theoretical[1]).max() > 0.1
+
+
 # Width-4 row [1, 2, 4, 8], repeated on two rows, read at y = 0 (between the two rows,
 # pixel-unit 0.5) and at one x per case. Derived by hand from torch's algorithm:
 # unnormalise, clip (border) or reflect then clip (reflection), bilinear, zero taps outside.
