@@ -134,9 +134,12 @@ def _sample_channels_last(images, grid, interpolation, padding_mode, align_corne
 
 # At most this many channels, the image gradient is scattered as one row of
 # 4 * channels per output point (its 2 x 2 block of taps) and folded back: a quarter
-# of the scatter indices, which is what costs with few channels. With more channels
-# the four taps are scattered as rows of their own, into a buffer the image's size.
+# of the scatter indices, which is what costs with few channels. With more channels,
+# or when the image has more than twice as many pixels as the output (the buffer of
+# blocks, four times the image, would then cost more than the indices saved), the four
+# taps are scattered as rows of their own, into a buffer the image's size.
 _BLOCK_SCATTER_MAX_CHANNELS = 4
+_BLOCK_SCATTER_MAX_PIXELS_PER_POINT = 2
 
 
 def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
@@ -171,8 +174,15 @@ def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
     rows, cols = height + 3, width + 3
     offsets = (0, 1, cols, cols + 1)
     static_channels = images.shape[-1]
+    static_sizes = (images.shape[1], images.shape[2], x.shape[1], x.shape[2])
     block_scatter = (
-        static_channels is not None and static_channels <= _BLOCK_SCATTER_MAX_CHANNELS
+        static_channels is not None
+        and static_channels <= _BLOCK_SCATTER_MAX_CHANNELS
+        and (
+            None in static_sizes
+            or (static_sizes[0] + 3) * (static_sizes[1] + 3)
+            <= _BLOCK_SCATTER_MAX_PIXELS_PER_POINT * static_sizes[2] * static_sizes[3]
+        )
     )
 
     def corners(x, y):
