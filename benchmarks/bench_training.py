@@ -16,6 +16,14 @@ convolutions with ReLU, 32 then 64 filters, each followed by 2x2 max-pooling, th
   `examples/distorted_mnist.py` does for RTS; its CNN sees 28x28.
 - `ST-CNN, no sampler`: the ST-CNN with the sampler replaced by a pass-through that
   keeps theta in the graph: what the localisation network and the grid cost alone.
+- `CNN, input gradient`: the CNN behind a layer that adds one trainable scalar to its
+  input, so that its first convolution computes the gradient to its input, as it must
+  behind any transformer: the floor under every ST-CNN.
+- `ST-CNN, minimal localisation`: the transformer with a localisation network of a
+  global average pool and a dense layer: the sampler, the grid and the head on top of
+  that floor.
+- `ST-CNN, localisation at half size`: the default localisation network after a 2x2
+  max-pool (21x21 instead of 42x42).
 
 The steps are interleaved, round after round, in one process; each figure is the
 median of `--repeats` timed steps after two untimed ones. Runs on a GPU unchanged.
@@ -65,6 +73,28 @@ def build(transformer=None, jit_compile=True):
     return model
 
 
+class AddScalar(keras.layers.Layer):
+    """`x + b` with one trainable scalar `b` (0): makes the next layer back-propagate
+    to its input."""
+
+    def build(self, input_shape):
+        self.scalar = self.add_weight(shape=(), initializer="zeros", name="scalar")
+
+    def call(self, x):
+        return x + self.scalar
+
+
+def minimal_localisation():
+    return keras.Sequential(
+        [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(20, activation="relu")]
+    )
+
+
+def half_size_localisation():
+    default = spatial_transformer.default_localisation((None, SIZE // 2, SIZE // 2, 1))
+    return keras.Sequential([keras.layers.MaxPooling2D(2), *default.layers])
+
+
 def pass_through(images, grid, **kwargs):
     """The images unchanged, with a zero that depends on the grid (so on theta)."""
     return images + 0.0 * ops.mean(grid)
@@ -104,6 +134,13 @@ def main():
         "CNN": build(jit_compile=jit),
         "ST-CNN": build(keras_stn.SpatialTransformer(), jit),
         "ST-CNN, 28x28 out": build(keras_stn.SpatialTransformer(output_size=(28, 28)), jit),
+        "CNN, input gradient": build(AddScalar(), jit),
+        "ST-CNN, minimal localisation": build(
+            keras_stn.SpatialTransformer(localisation=minimal_localisation()), jit
+        ),
+        "ST-CNN, localisation at half size": build(
+            keras_stn.SpatialTransformer(localisation=half_size_localisation()), jit
+        ),
     }
     steps = {}
     for name, model in models.items():

@@ -39,13 +39,17 @@ def sync_tensorflow():
         tf.test.experimental.sync_devices()
 
 
-def time_interleaved(callables, repeats, budget_s=20.0):
-    """Median seconds of each callable, the calls taken in turn, round after round.
+def time_interleaved(callables, repeats, budget_s=20.0, block=4):
+    """Median seconds of each callable, taken in turn in blocks, round after round.
 
     Every callable is called twice first (tracing, compilation, first-touch
-    allocation); neither call is timed. A callable whose warm call took longer than
-    `budget_s / repeats` gets fewer timed calls (at least 3), so a slow method does
-    not hold up the whole run.
+    allocation); neither call is timed. Then, round after round, each callable is
+    called `block` times in a row and all but the first of those calls are timed: the
+    first wakes the library's worker threads, which the other library's calls have
+    let fall asleep, as they would not in a loop of one library's calls. Rounds
+    share out slow drifts in the machine's load among the callables. A callable whose
+    warm call took longer than `budget_s / repeats` gets fewer timed calls (at least
+    3), so a slow method does not hold up the whole run.
     """
     counts = {}
     for name, function in callables.items():
@@ -55,13 +59,17 @@ def time_interleaved(callables, repeats, budget_s=20.0):
         warm = time.perf_counter() - start
         counts[name] = max(3, min(repeats, int(budget_s / max(warm, 1e-9))))
     times = {name: [] for name in callables}
-    for round_index in range(max(counts.values())):
+    timed_per_round = max(1, block - 1)
+    while any(len(times[name]) < counts[name] for name in callables):
         for name, function in callables.items():
-            if round_index >= counts[name]:
+            if len(times[name]) >= counts[name]:
                 continue
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
+            if block > 1:
+                function()
+            for _ in range(min(timed_per_round, counts[name] - len(times[name]))):
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
