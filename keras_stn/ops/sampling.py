@@ -225,12 +225,12 @@ def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
                 + blocks[:, :height, :width, 3]
             )
         else:
-            # One tap at a time into the same buffer: a quarter of the updates in memory.
-            padded = ops.zeros((size, channels), dtype)
-            for w, k in zip(weights, offsets):
-                updates = ops.reshape(w * upstream, (-1, channels))
-                ids = ops.reshape(index + k, (-1, 1))
-                padded = ops.scatter_update(padded, ids, updates, reduction="add")
+            # The four taps as rows of their own, in one segment sum.
+            updates = ops.concatenate(
+                [ops.reshape(w * upstream, (-1, channels)) for w in weights], axis=0
+            )
+            ids = ops.concatenate([ops.reshape(index + k, (-1,)) for k in offsets], axis=0)
+            padded = ops.segment_sum(updates, ids, size)
             padded = ops.reshape(padded, (batch, rows, cols, channels))
             image_grad = padded[:, 1 : height + 1, 1 : width + 1]
         return ops.cast(image_grad, images_dtype), x_grad, y_grad
