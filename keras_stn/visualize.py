@@ -26,7 +26,6 @@ import keras
 import tensorflow as tf
 
 from keras_stn import _checks
-from keras_stn.ops import sampling
 
 
 # ----------------------------------------------------------------------- arrays
@@ -77,29 +76,12 @@ def transformer_outputs(layer, images):
     """
     _check_transformer(layer)
     if isinstance(images, (list, tuple)):
-        to_sample, to_localise = images
+        images = [keras.ops.convert_to_tensor(part) for part in images]
     else:
-        to_sample = to_localise = images
-    to_sample = keras.ops.convert_to_tensor(to_sample)
-    to_localise = keras.ops.convert_to_tensor(to_localise)
+        images = keras.ops.convert_to_tensor(images)
     if not layer.built:
         layer(images)
-    theta = layer.regressor(layer.localisation(to_localise))
-    if layer.output_size is not None:
-        size = layer.output_size
-    elif layer.data_format == "channels_first":
-        size = tuple(to_sample.shape[2:4])
-    else:
-        size = tuple(to_sample.shape[1:3])
-    grid = layer.transform.grid(theta, size, layer.align_corners)
-    outputs = sampling.sample(
-        to_sample,
-        grid,
-        interpolation=layer.interpolation,
-        padding_mode=layer.padding_mode,
-        align_corners=layer.align_corners,
-        data_format=layer.data_format,
-    )
+    outputs, grid, theta = layer.sample_with_grid(images)
     outputs = keras.ops.convert_to_numpy(outputs)
     if layer.data_format == "channels_first":
         outputs = np.transpose(outputs, (0, 2, 3, 1))

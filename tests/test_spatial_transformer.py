@@ -172,6 +172,29 @@ def test_pair_input_localises_the_second_and_samples_the_first():
     assert np.abs(keras.ops.convert_to_numpy(theta_a - theta_c)).max() > 1e-4
 
 
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_sample_with_grid_returns_what_call_computes(data_format):
+    rng = np.random.default_rng(0)
+    shape = (3, 12, 10, 2) if data_format == "channels_last" else (3, 2, 12, 10)
+    images = rng.uniform(size=shape).astype("float32")
+    layer = keras_stn.SpatialTransformer(
+        output_size=(6, 7), data_format=data_format, return_transform=True
+    )
+    layer(images)
+    kernel = layer.regressor.kernel
+    kernel.assign(rng.normal(0.0, 0.3, size=kernel.shape).astype("float32"))
+
+    output, grid, theta = layer.sample_with_grid(images)
+    called_output, called_theta = layer(images)
+    np.testing.assert_array_equal(output, called_output)
+    np.testing.assert_array_equal(theta, called_theta)
+    expected_grid = keras_stn.ops.affine_grid(theta, (6, 7))
+    np.testing.assert_array_equal(grid, expected_grid)
+    assert tuple(grid.shape) == (3, 6, 7, 2)
+    # Theta differs between the images: the grid is each image's own.
+    assert np.abs(np.diff(keras.ops.convert_to_numpy(theta), axis=0)).max() > 1e-3
+
+
 def test_parallel_and_series_transformers_all_train():
     # The paper's 4xST-CNN puts transformers side by side on the input; the
     # ST-CNN Multi puts them in series, one on a feature map.

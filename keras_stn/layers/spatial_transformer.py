@@ -134,6 +134,23 @@ class SpatialTransformer(keras.layers.Layer):
         self.regressor.build(features.shape)
 
     def call(self, inputs):
+        output, _, theta = self.sample_with_grid(inputs)
+        if self.return_transform:
+            return output, theta
+        return output
+
+    def sample_with_grid(self, inputs):
+        """The layer's output on `inputs`, with the grid and the theta behind it.
+
+        What `call` computes, with its intermediate results: for drawing the sampling
+        grid over the inputs (`keras_stn.visualize`) or inspecting theta. The layer
+        must be built (called once).
+
+        Returns:
+            `(output, grid, theta)`: the output as `call` returns it, the
+            `(batch, out_height, out_width, 2)` sampling grid and the
+            `(batch, num_params)` theta (float32).
+        """
         to_sample, to_localise = self._split(inputs)
         theta = self.regressor(self.localisation(to_localise))
         grid = self.transform.grid(theta, self._sample_size, self.align_corners)
@@ -145,9 +162,7 @@ class SpatialTransformer(keras.layers.Layer):
             align_corners=self.align_corners,
             data_format=self.data_format,
         )
-        if self.return_transform:
-            return output, theta
-        return output
+        return output, grid, theta
 
     def compute_output_shape(self, input_shape):
         sample_shape, localise_shape = self._split(input_shape)
