@@ -20,9 +20,11 @@ Methods:
 - `stn graph` / `stn XLA`: `keras_stn.ops.affine_grid` + `keras_stn.ops.sample`
   under `tf.function` without and with `jit_compile=True`.
 
-The calls are interleaved, round after round, in one process; each figure is the
-median of `--repeats` timed calls after two untimed ones (slow methods get fewer
-calls, at least 3). Runs on a GPU unchanged when TensorFlow (and torch) see one.
+The methods take turns in one process, round after round, each in a block of four
+calls of which the last three are timed (the first wakes its library's threads, as
+in a loop of one library's calls); each figure is the median of `--repeats` timed
+calls after two untimed warm-up calls (slow methods get fewer, at least 3). Runs on a
+GPU unchanged when TensorFlow (and torch) see one.
 
     python benchmarks/bench_sampler.py [--repeats 15] [--shapes 0 2] [--modes fwd]
         [--skip "map_coords XLA"] [--threads 1]
@@ -255,7 +257,7 @@ def main():
     timing.set_threads(args.threads)
 
     print(timing.machine())
-    print(f"{timing.load()}; median of {args.repeats} interleaved calls; ms (ratio to "
+    print(f"{timing.load()}; median of {args.repeats} calls, in interleaved blocks; ms (ratio to "
           "torch, or to the gather baseline when torch is absent)\n")
     rows = []
     header = None

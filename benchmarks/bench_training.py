@@ -25,8 +25,9 @@ convolutions with ReLU, 32 then 64 filters, each followed by 2x2 max-pooling, th
 - `ST-CNN, localisation at half size`: the default localisation network after a 2x2
   max-pool (21x21 instead of 42x42).
 
-The steps are interleaved, round after round, in one process; each figure is the
-median of `--repeats` timed steps after two untimed ones. Runs on a GPU unchanged.
+The models take turns in one process, round after round, each in a block of four
+steps of which the last three are timed; each figure is the median of `--repeats`
+timed steps after two untimed ones. Runs on a GPU unchanged.
 
     python benchmarks/bench_training.py [--repeats 15] [--data random] [--no-xla]
 """
@@ -165,7 +166,7 @@ def main():
     seconds = timing.time_interleaved(
         {name: step(f) for name, f in steps.items()}, args.repeats, budget_s=60.0
     )
-    print(f"{timing.load()}; median of {args.repeats} interleaved steps, batch {BATCH}, "
+    print(f"{timing.load()}; median of {args.repeats} steps in interleaved blocks, batch {BATCH}, "
           f"{SIZE}x{SIZE}x1, jit_compile={jit}\n")
     rows = [
         [name, f"{1000 * value:.1f}", f"{value / seconds['CNN']:.2f}x"]
