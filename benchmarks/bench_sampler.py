@@ -157,6 +157,16 @@ def tensorflow_call(sampler, arrays, out_size, mode, jit_compile):
     return call
 
 
+def call_overhead_ms():
+    """Milliseconds per call of a jit-compiled `tf.function` that returns a constant
+    slice of its input: the fixed cost inside every TensorFlow figure (a sampler inside
+    a compiled training step does not pay it)."""
+    empty = tensorflow_call(
+        lambda images, theta, *size: theta[:1, :1], inputs(SHAPES[0]), (1, 1), "fwd", True
+    )
+    return 1000 * timing.time_interleaved({"empty": empty}, 51)["empty"]
+
+
 def torch_call(arrays, out_size, mode):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     images, theta, upstream = arrays
@@ -258,7 +268,9 @@ def main():
 
     print(timing.machine())
     print(f"{timing.load()}; median of {args.repeats} calls, in interleaved blocks; ms (ratio to "
-          "torch, or to the gather baseline when torch is absent)\n")
+          "torch, or to the gather baseline when torch is absent)")
+    print(f"Calling a jit-compiled tf.function that does nothing takes {call_overhead_ms():.2f} "
+          "ms here: every TensorFlow figure includes that once.\n")
     rows = []
     header = None
     for index in args.shapes:
