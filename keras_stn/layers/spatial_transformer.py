@@ -150,6 +150,16 @@ class SpatialTransformer(keras.layers.Layer):
             `(output, grid, theta)`: the output as `call` returns it, the
             `(batch, out_height, out_width, 2)` sampling grid and the
             `(batch, num_params)` theta (float32).
+
+        Example:
+        >>> import numpy as np
+        >>> import keras_stn
+        >>> layer = keras_stn.SpatialTransformer(output_size=(8, 8))
+        >>> images = np.zeros((2, 16, 16, 1), "float32")
+        >>> _ = layer(images)
+        >>> output, grid, theta = layer.sample_with_grid(images)
+        >>> tuple(output.shape), tuple(grid.shape), tuple(theta.shape)
+        ((2, 8, 8, 1), (2, 8, 8, 2), (2, 6))
         """
         to_sample, to_localise = self._split(inputs)
         theta = self.regressor(self.localisation(to_localise))
