@@ -129,6 +129,20 @@ def test_identity_is_exact_for_projective_identity(align_corners):
     np.testing.assert_array_equal(out, images)
 
 
+def read_and_gradients(grid_function, output_size):
+    """`run(images, theta)` -> [read along `grid_function(theta, output_size)`, and the
+    gradients of its sum to the images and to theta]."""
+
+    def run(images, theta):
+        with tf.GradientTape() as tape:
+            tape.watch([images, theta])
+            out = ops.sample(images, grid_function(theta, output_size))
+            loss = tf.reduce_sum(out)
+        return [out, *tape.gradient(loss, [images, theta])]
+
+    return run
+
+
 def test_projective_zero_denominator_is_nan_and_reads_zero():
     # Width 4, align_corners=False: x = -0.75, -0.25, 0.25, 0.75. With h31 = 4 the
     # denominator 4 x + 1 is exactly 0 in column 1 and far from 0 elsewhere.
@@ -142,12 +156,7 @@ def test_projective_zero_denominator_is_nan_and_reads_zero():
     images = tf.constant(np.ones((1, 3, 4, 2), "float32"))
     theta = tf.constant(theta)
 
-    def run(images, theta):
-        with tf.GradientTape() as tape:
-            tape.watch([images, theta])
-            out = ops.sample(images, ops.projective_grid(theta, (3, 4)))
-            loss = tf.reduce_sum(out)
-        return [out, *tape.gradient(loss, [images, theta])]
+    run = read_and_gradients(ops.projective_grid, (3, 4))
 
     eager = run(images, theta)
     compiled = tf.function(run, jit_compile=True)(images, theta)
@@ -302,12 +311,7 @@ def test_nonfinite_and_huge_theta_read_zero_and_spare_the_batch():
     images = tf.constant(arange_images((6, 4, 6, 2)) + 1.0)
     theta = tf.constant(bad_theta_batch())
 
-    def run(images, theta):
-        with tf.GradientTape() as tape:
-            tape.watch([images, theta])
-            out = ops.sample(images, ops.affine_grid(theta, (4, 6)))
-            loss = tf.reduce_sum(out)
-        return [out, *tape.gradient(loss, [images, theta])]
+    run = read_and_gradients(ops.affine_grid, (4, 6))
 
     eager = [np.asarray(t) for t in run(images, theta)]
     compiled = [np.asarray(t) for t in tf.function(run, jit_compile=True)(images, theta)]

@@ -7,15 +7,12 @@ import pytest
 
 import keras_stn
 from tests import testing
+from tests.testing import arange_images
 
 FAMILIES = sorted(keras_stn.transforms.FAMILIES)
 NUM_PARAMS = {name: keras_stn.transforms.get(name).num_params for name in FAMILIES}
 # conv1, conv2, dense of the default localisation network and the regression head.
 DEFAULT_TRAINABLE_WEIGHTS = 8
-
-
-def arange_images(shape):
-    return np.arange(np.prod(shape), dtype="float32").reshape(shape)
 
 
 def blobs(count, size=16, seed=0):

@@ -115,29 +115,25 @@ def _sample_channels_last(images, grid, interpolation, padding_mode, align_corne
     y = _pad(ops.where(finite, y, -2.0), height, padding_mode, align_corners, dtype)
     x = ops.stop_gradient(ops.round(x))
     y = ops.stop_gradient(ops.round(y))
-    taps = [(x, y, ops.cast(finite, dtype))]
+    inside = ops.logical_and(_inside(x, width), _inside(y, height))
+    weight = ops.cast(ops.logical_and(finite, inside), dtype)
     flat_images = ops.reshape(images, (grid_batch * height * width, channels))
     first_pixel = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1))
     first_pixel = first_pixel * ops.cast(height * width, "int32")
-    output = None
-    for tap_x, tap_y, weight in taps:
-        inside = ops.logical_and(_inside(tap_x, width), _inside(tap_y, height))
-        weight = ops.where(inside, weight, 0.0)
-        column = ops.cast(ops.clip(tap_x, 0, ops.cast(width - 1, dtype)), "int32")
-        row = ops.cast(ops.clip(tap_y, 0, ops.cast(height - 1, dtype)), "int32")
-        index = first_pixel + row * ops.cast(width, "int32") + column
-        values = ops.cast(ops.take(flat_images, index, axis=0), dtype)
-        term = values * weight[..., None]
-        output = term if output is None else output + term
-    return ops.cast(output, images.dtype)
+    column = ops.cast(ops.clip(x, 0, ops.cast(width - 1, dtype)), "int32")
+    row = ops.cast(ops.clip(y, 0, ops.cast(height - 1, dtype)), "int32")
+    index = first_pixel + row * ops.cast(width, "int32") + column
+    values = ops.cast(ops.take(flat_images, index, axis=0), dtype)
+    return ops.cast(values * weight[..., None], images.dtype)
 
 
 # At most this many channels, the image gradient is scattered as one row of
 # 4 * channels per output point (its 2 x 2 block of taps) and folded back: a quarter
 # of the scatter indices, which is what costs with few channels. With more channels,
-# or when the image has more than twice as many pixels as the output (the buffer of
-# blocks, four times the image, would then cost more than the indices saved), the four
-# taps are scattered as rows of their own, into a buffer the image's size.
+# or when the padded image has more than twice as many pixels as the output has points
+# (the buffer of blocks, four padded images, would then cost more than the indices
+# saved), the four taps are scattered as rows of their own, into a buffer the padded
+# image's size.
 _BLOCK_SCATTER_MAX_CHANNELS = 4
 _BLOCK_SCATTER_MAX_PIXELS_PER_POINT = 2
 
@@ -146,11 +142,12 @@ def _bilinear(images, x, y, padding_mode, align_corners, batch, dtype):
     """Bilinear read at pixel coordinates `x`, `y`, with a hand-written gradient.
 
     The image is padded with zeros (one line before, two after each axis), so that
-    every tap of a point in [-1, size] is a plain read: no masks, no clipping. The
-    forward pass computes one flat index and two fractions per point; the gradient
-    reuses them. The grid's gradient needs only the four taps summed against the
-    upstream gradient, no scatter; the image's gradient is a scatter, run only where it
-    is used (graph and XLA prune it when only the grid needs a gradient).
+    every tap of a point in [-1, size] is a plain read: no masks, no clipping. Each pass
+    computes one flat index and two fractions per point; the gradient recomputes them
+    from its inputs (so that it is differentiable again, and XLA computes them once
+    there: see `_exact_one`). The grid's gradient needs only the four taps summed
+    against the upstream gradient, no scatter; the image's gradient is a scatter, run
+    only where it is used (graph and XLA prune it when only the grid needs a gradient).
     """
     shape = ops.shape(images)
     height, width, channels = shape[1], shape[2], shape[3]
