@@ -18,6 +18,7 @@ Arrays are channels_last: images ``(B, H, W, C)``, grids ``(B, Ho, Wo, 2)`` with
 last axis ``(x, y)``, x along the width and y along the height, both in [-1, 1].
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -79,49 +80,54 @@ def source_index(coord, size, padding_mode, align_corners):
 
 
 def grid_sample(
-    images, grid, interpolation="bilinear", padding_mode="zeros", align_corners=False
+    images, grid, interpolation="bilinear", padding_mode="zeros", align_corners=False,
+    fill_value=0.0,
 ):
-    """Reads `images` (B, H, W, C) at `grid` (B, Ho, Wo, 2); returns (B, Ho, Wo, C)."""
+    """Reads `images` (B, H, W, C) at `grid` (B, Ho, Wo, 2), or volumes (B, D, H, W, C)
+    at (B, Do, Ho, Wo, 3) (trilinear, as torch's 5-D grid_sample); returns
+    (B, Ho, Wo, C) or (B, Do, Ho, Wo, C). ``"constant"`` padding reads `fill_value`
+    (a number or one per channel) where ``"zeros"`` reads 0; a non-finite point reads
+    what is outside the image: `fill_value` under ``"constant"``, else 0."""
     images = np.asarray(images, dtype=np.float64)
     grid = np.asarray(grid, dtype=np.float64)
-    batch, height, width, channels = images.shape
-    _, out_height, out_width, _ = grid.shape
-    out = np.zeros((batch, out_height, out_width, channels))
+    rank = images.ndim - 2
+    sizes, channels = images.shape[1:-1], images.shape[-1]
+    outside = np.broadcast_to(
+        np.asarray(fill_value if padding_mode == "constant" else 0.0, np.float64), (channels,)
+    )
+    mode = "zeros" if padding_mode == "constant" else padding_mode
+    out = np.zeros(grid.shape[:-1] + (channels,))
 
-    def tap(b, row, col):
-        if 0 <= row < height and 0 <= col < width:
-            return images[b, row, col]
-        return np.zeros(channels)
+    def tap(b, cell):
+        if all(0 <= c < size for c, size in zip(cell, sizes)):
+            return images[(b, *cell)]
+        return outside
 
-    for b in range(batch):
-        for i in range(out_height):
-            for j in range(out_width):
-                x, y = grid[b, i, j]
-                if not (math.isfinite(x) and math.isfinite(y)):
-                    continue  # reads zero
-                ix = source_index(x, width, padding_mode, align_corners)
-                iy = source_index(y, height, padding_mode, align_corners)
-                if interpolation == "nearest":
-                    col = int(np.rint(ix))  # round half to even, like std::nearbyint
-                    row = int(np.rint(iy))
-                    out[b, i, j] = tap(b, row, col)
-                elif interpolation == "bilinear":
-                    x0 = math.floor(ix)
-                    y0 = math.floor(iy)
-                    x1 = x0 + 1
-                    y1 = y0 + 1
-                    wx1 = ix - x0
-                    wx0 = x1 - ix
-                    wy1 = iy - y0
-                    wy0 = y1 - iy
-                    out[b, i, j] = (
-                        wy0 * wx0 * tap(b, y0, x0)
-                        + wy0 * wx1 * tap(b, y0, x1)
-                        + wy1 * wx0 * tap(b, y1, x0)
-                        + wy1 * wx1 * tap(b, y1, x1)
-                    )
-                else:
-                    raise ValueError(f"unknown interpolation {interpolation!r}")
+    for b in range(grid.shape[0]):
+        for index in np.ndindex(*grid.shape[1:-1]):
+            point = grid[(b, *index)]  # (x, y[, z])
+            if not all(math.isfinite(v) for v in point):
+                out[(b, *index)] = outside  # reads what is outside the image
+                continue
+            # Image-axis order (depth, height, width): the grid's last coordinate first.
+            pixel = [
+                source_index(point[rank - 1 - axis], sizes[axis], mode, align_corners)
+                for axis in range(rank)
+            ]
+            if interpolation == "nearest":
+                # Round half to even, like std::nearbyint.
+                out[(b, *index)] = tap(b, [int(np.rint(p)) for p in pixel])
+            elif interpolation == "bilinear":
+                low = [math.floor(p) for p in pixel]
+                value = np.zeros(channels)
+                for bits in itertools.product((0, 1), repeat=rank):
+                    weight = 1.0
+                    for p, f, bit in zip(pixel, low, bits):
+                        weight *= (p - f) if bit else (f + 1 - p)
+                    value = value + weight * tap(b, [f + bit for f, bit in zip(low, bits)])
+                out[(b, *index)] = value
+            else:
+                raise ValueError(f"unknown interpolation {interpolation!r}")
     return out
 
 

@@ -320,7 +320,9 @@ def test_nonfinite_and_huge_theta_read_zero_and_spare_the_batch():
         assert np.isfinite(image_grad).all() and np.isfinite(theta_grad).all()
         np.testing.assert_array_equal(out[0], np.asarray(images)[0])
         np.testing.assert_array_equal(out[1:], 0.0)
-        np.testing.assert_array_equal(image_grad[0], 1.0)
+        # The gradient is computed at the unsnapped coordinates (torch's), which sit
+        # within rounding noise of the pixel centres: 1 up to that noise.
+        np.testing.assert_allclose(image_grad[0], 1.0, atol=1e-6)
         np.testing.assert_array_equal(image_grad[1:], 0.0)
         np.testing.assert_array_equal(theta_grad[1:], 0.0)
     # The good item's gradient is what it would be alone.

@@ -569,7 +569,7 @@ GRID = np.zeros((1, 4, 6, 2), "float32")
         ("grid", lambda: ops.sample(IMAGES, np.zeros((1, 4, 6, 3), "float32"))),
         ("grid", lambda: ops.sample(IMAGES, np.zeros((1, 4, 6, 1), "float32"))),
         ("interpolation", lambda: ops.sample(IMAGES, GRID, interpolation="trilinear")),
-        ("padding_mode", lambda: ops.sample(IMAGES, GRID, padding_mode="constant")),
+        ("padding_mode", lambda: ops.sample(IMAGES, GRID, padding_mode="wrap")),
         ("data_format", lambda: ops.sample(IMAGES, GRID, data_format="channels_middle")),
     ],
     ids=["images_rank_3", "images_rank_5", "grid_rank_3", "grid_last_axis_3",

@@ -252,3 +252,37 @@ def assert_value_error_names(call, argument):
     message = str(info.value)
     assert argument in message, message
     assert "Received" in message, message
+
+
+def value_and_gradients(function, *arrays):
+    """`function(*tensors)` -> a scalar; returns its value and its gradient with
+    respect to each array, as NumPy, on the current Keras backend. A gradient that
+    does not reach an array is zeros."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = function(*tensors)
+        grads = tape.gradient(
+            value, tensors, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+    elif backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(function, argnums=tuple(range(len(arrays))))(
+            *[jax.numpy.asarray(a) for a in arrays]
+        )
+    elif backend == "torch":
+        import torch
+
+        tensors = [torch.tensor(np.asarray(a), requires_grad=True) for a in arrays]
+        value = function(*tensors)
+        value.backward()
+        grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in tensors]
+    else:
+        raise NotImplementedError(backend)
+    numpy = keras.ops.convert_to_numpy
+    return numpy(value), [numpy(g) for g in grads]

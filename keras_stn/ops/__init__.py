@@ -5,5 +5,6 @@ from keras_stn.ops.grids import projective_grid
 from keras_stn.ops.grids import target_coordinates
 from keras_stn.ops.grids import tps_grid
 from keras_stn.ops.sampling import sample
+from keras_stn.ops.sampling import validity_mask
 
-__all__ = ["affine_grid", "projective_grid", "sample", "target_coordinates", "tps_grid"]
+__all__ = ["affine_grid", "projective_grid", "sample", "target_coordinates", "tps_grid", "validity_mask"]
