@@ -23,11 +23,12 @@ _register = keras.saving.register_keras_serializable(package="keras_stn")
 class Transform:
     """Base class of the transform families.
 
-    A subclass sets `name`, and defines `num_params`, `identity()` and
-    `grid(theta, output_size, align_corners)`.
+    A subclass sets `name` and `rank` (2 for images, 3 for volumes), and defines
+    `num_params`, `identity()` and `grid(theta, output_size, align_corners)`.
     """
 
     name = None
+    rank = 2
 
     @property
     def num_params(self):
@@ -38,7 +39,8 @@ class Transform:
         raise NotImplementedError
 
     def grid(self, theta, output_size, align_corners=False):
-        """`(batch, num_params)` theta -> `(batch, out_height, out_width, 2)` grid."""
+        """`(batch, num_params)` theta -> `(batch, out_height, out_width, 2)` grid
+        (`(batch, out_depth, out_height, out_width, 3)` for a volume family)."""
         raise NotImplementedError
 
     def get_config(self):
@@ -74,12 +76,14 @@ class _AffineFamily(Transform):
     """A family whose transforms are affine: it only says how theta fills `A`."""
 
     def affine_matrix(self, theta):
-        """`(batch, num_params)` -> `(batch, 6)` row-major `[a, b, tx, c, d, ty]`."""
+        """`(batch, num_params)` -> `(batch, 6)` row-major `[a, b, tx, c, d, ty]`
+        (`(batch, 12)`, the 3x4 matrix, for a volume family)."""
         raise NotImplementedError
 
     def grid(self, theta, output_size, align_corners=False):
+        sizes = _checks.check_output_size(output_size, ranks=(self.rank,))
         matrix = self.affine_matrix(self._check_theta(theta))
-        return grids.affine_grid(matrix, output_size, align_corners)
+        return grids.affine_grid(matrix, sizes, align_corners)
 
 
 @_register
@@ -201,7 +205,61 @@ class TPS(Transform):
         return hash((type(self), self.control_points.tobytes()))
 
 
-FAMILIES = {f.name: f for f in (Translation, Attention, Similarity, Affine, Projective, TPS)}
+@_register
+class Translation3D(_AffineFamily):
+    """`[tx, ty, tz]`: a shift of a volume, in the normalised frame."""
+
+    name = "translation3d"
+    rank = 3
+
+    def identity(self):
+        return np.zeros(3)
+
+    def affine_matrix(self, theta):
+        one, zero = ops.ones_like(theta[:, :1]), ops.zeros_like(theta[:, :1])
+        tx, ty, tz = theta[:, :1], theta[:, 1:2], theta[:, 2:]
+        rows = [one, zero, zero, tx, zero, one, zero, ty, zero, zero, one, tz]
+        return ops.concatenate(rows, axis=1)
+
+
+@_register
+class Attention3D(_AffineFamily):
+    """`[s, tx, ty, tz]`: isotropic scale and shift of a volume."""
+
+    name = "attention3d"
+    rank = 3
+
+    def identity(self):
+        return np.array([1.0, 0.0, 0.0, 0.0])
+
+    def affine_matrix(self, theta):
+        s, tx, ty, tz = theta[:, :1], theta[:, 1:2], theta[:, 2:3], theta[:, 3:]
+        zero = ops.zeros_like(s)
+        rows = [s, zero, zero, tx, zero, s, zero, ty, zero, zero, s, tz]
+        return ops.concatenate(rows, axis=1)
+
+
+@_register
+class Affine3D(_AffineFamily):
+    """The row-major 3x4 matrix applied to `(x_t, y_t, z_t, 1)` (12 parameters)."""
+
+    name = "affine3d"
+    rank = 3
+
+    def identity(self):
+        return np.eye(3, 4).reshape(-1)
+
+    def affine_matrix(self, theta):
+        return theta
+
+
+FAMILIES = {
+    f.name: f
+    for f in (
+        Translation, Attention, Similarity, Affine, Projective, TPS,
+        Translation3D, Attention3D, Affine3D,
+    )
+}
 
 
 def get(identifier):

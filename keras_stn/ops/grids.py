@@ -15,21 +15,21 @@ from keras_stn import _checks
 
 
 def target_coordinates(output_size, align_corners=False):
-    """The regular target grid as a NumPy float64 array `(height, width, 2)`.
+    """The regular target grid as a NumPy float64 array `(height, width, 2)`, or
+    `(depth, height, width, 3)` for a volume's `(depth, height, width)`.
 
     Pixel centres in the normalised frame: `(2j + 1) / width - 1` for
     `align_corners=False`, `-1 + 2j / (width - 1)` for `align_corners=True`
-    (0 when `width == 1`), as `torch.nn.functional.affine_grid` does.
+    (0 when `width == 1`), as `torch.nn.functional.affine_grid` does. The last axis
+    is `(x, y)`, or `(x, y, z)`.
 
     Example:
     >>> target_coordinates((1, 2))[0, :, 0].tolist()
     [-0.5, 0.5]
     """
-    height, width = _checks.check_output_size(output_size)
-    y = _centres(height, align_corners)
-    x = _centres(width, align_corners)
-    xx, yy = np.meshgrid(x, y)
-    return np.stack([xx, yy], axis=-1)
+    sizes = _checks.check_output_size(output_size, ranks=(2, 3))
+    axes = np.meshgrid(*[_centres(size, align_corners) for size in sizes], indexing="ij")
+    return np.stack(axes[::-1], axis=-1)
 
 
 def _centres(size, align_corners):
@@ -41,16 +41,20 @@ def _centres(size, align_corners):
 def affine_grid(theta, output_size, align_corners=False):
     """Sampling grid of an affine transform (`torch.nn.functional.affine_grid`).
 
-    Source `(x_s, y_s) = A @ (x_t, y_t, 1)` for the 2x3 matrix `A` of each batch item.
+    Source `(x_s, y_s) = A @ (x_t, y_t, 1)` for the 2x3 matrix `A` of each batch item;
+    for volumes, `(x_s, y_s, z_s) = A @ (x_t, y_t, z_t, 1)` for a 3x4 matrix.
 
     Args:
         theta: `(batch, 2, 3)` or `(batch, 6)`, row-major `[a, b, tx, c, d, ty]`;
-            identity `[1, 0, 0, 0, 1, 0]`.
-        output_size: `(out_height, out_width)`, Python ints.
+            identity `[1, 0, 0, 0, 1, 0]`. For volumes `(batch, 3, 4)` or
+            `(batch, 12)`, identity `[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]`.
+        output_size: `(out_height, out_width)` or `(out_depth, out_height,
+            out_width)`, Python ints.
         align_corners: the frame convention of `keras_stn.ops.sample`.
 
     Returns:
-        `(batch, out_height, out_width, 2)`, float32 (float64 for float64 theta).
+        `(batch, out_height, out_width, 2)` or `(batch, out_depth, out_height,
+        out_width, 3)`, float32 (float64 for float64 theta).
 
     Example:
     >>> import numpy as np
@@ -58,13 +62,23 @@ def affine_grid(theta, output_size, align_corners=False):
     >>> tuple(grid.shape)
     (1, 2, 3, 2)
     """
-    height, width = _checks.check_output_size(output_size)
-    matrix = _check_theta(theta, 6, (2, 3))
-    homogeneous = _homogeneous_targets(height, width, align_corners, matrix.dtype)
-    # Batch first: XLA lays the product out as (batch, 2, points), so x and y are each
-    # contiguous; with the targets first every read of the grid strides across the batch.
+    sizes = _checks.check_output_size(output_size, ranks=(2, 3))
+    rank = len(sizes)
+    shape = (rank, rank + 1)
+    theta = _as_float_tensor(theta)
+    other = 5 - rank
+    if tuple(theta.shape)[1:] in ((other * (other + 1),), (other, other + 1)):
+        raise ValueError(
+            f"`output_size` has {rank} sizes but `theta` is a {other}-D affine matrix. "
+            f"Received: output_size={output_size!r}, theta with shape {tuple(theta.shape)}"
+        )
+    matrix = _check_theta(theta, rank * (rank + 1), shape)
+    homogeneous = _homogeneous_targets(sizes, align_corners, matrix.dtype)
+    # Batch first: XLA lays the product out as (batch, rank, points), so each
+    # coordinate is contiguous; with the targets first every read of the grid strides
+    # across the batch.
     grid = ops.einsum("bjk,nk->bnj", matrix, homogeneous)
-    return ops.reshape(grid, (-1, height, width, 2))
+    return ops.reshape(grid, (-1, *sizes, rank))
 
 
 def projective_grid(theta, output_size, align_corners=False):
@@ -97,7 +111,7 @@ def projective_grid(theta, output_size, align_corners=False):
         one = ops.ones_like(theta[:, :1])
         theta = ops.reshape(ops.concatenate([theta, one], axis=1), (-1, 3, 3))
     matrix = _check_theta(theta, None, (3, 3), expected="(batch, 8) or (batch, 3, 3)")
-    homogeneous = _homogeneous_targets(height, width, align_corners, matrix.dtype)
+    homogeneous = _homogeneous_targets((height, width), align_corners, matrix.dtype)
     projected = ops.einsum("bjk,nk->bnj", matrix, homogeneous)  # batch first, as above
     w = projected[..., 2:]
     epsilon = np.finfo(keras.backend.standardize_dtype(matrix.dtype)).eps
@@ -212,8 +226,8 @@ def _squared_distances(a, b):
     return np.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
 
 
-def _homogeneous_targets(height, width, align_corners, dtype):
-    targets = target_coordinates((height, width), align_corners).reshape(-1, 2)
+def _homogeneous_targets(sizes, align_corners, dtype):
+    targets = target_coordinates(sizes, align_corners).reshape(-1, len(sizes))
     homogeneous = np.concatenate([targets, np.ones((len(targets), 1))], axis=1)
     return ops.convert_to_tensor(homogeneous, dtype=dtype)
 
