@@ -1,7 +1,9 @@
 """Transform families: how many parameters theta has, its identity, and its grid.
 
 A family is a small stateless object. `get("affine")` returns one by name; a layer
-stores it with `keras.saving.serialize_keras_object`.
+stores it with `keras.saving.serialize_keras_object`. `tile_parameters(family, count)`
+gives `count` parameter vectors that read the tiles of a partition of the image, a
+different start for each of several transformers.
 
 Example:
 >>> from keras_stn import transforms
@@ -9,6 +11,9 @@ Example:
 >>> family.num_params, family.identity().tolist()
 (3, [1.0, 0.0, 0.0])
 """
+
+import math
+import numbers
 
 import numpy as np
 import keras
@@ -41,6 +46,21 @@ class Transform:
     def grid(self, theta, output_size, align_corners=False):
         """`(batch, num_params)` theta -> `(batch, out_height, out_width, 2)` grid
         (`(batch, out_depth, out_height, out_width, 3)` for a volume family)."""
+        raise NotImplementedError
+
+    def box_parameters(self, centre, half_size):
+        """The parameters that read an axis-aligned box, as closely as the family can.
+
+        Backwards, as everywhere: the output's edges (-1 and +1) read the box's edges.
+        Optional: a family without it cannot start from tiles (`tile_parameters`).
+
+        Args:
+            centre: `(x, y)` of the box in the normalised frame [-1, 1]^2.
+            half_size: `(half_width, half_height)`, positive.
+
+        Returns:
+            NumPy float64 `(num_params,)`.
+        """
         raise NotImplementedError
 
     def get_config(self):
@@ -95,6 +115,10 @@ class Translation(_AffineFamily):
     def identity(self):
         return np.zeros(2)
 
+    def box_parameters(self, centre, half_size):
+        """Only the shift: the output reads a whole-image-sized window centred on the box."""
+        return np.asarray(centre, dtype="float64").copy()
+
     def affine_matrix(self, theta):
         one, zero = ops.ones_like(theta[:, :1]), ops.zeros_like(theta[:, :1])
         tx, ty = theta[:, :1], theta[:, 1:]
@@ -109,6 +133,10 @@ class Attention(_AffineFamily):
 
     def identity(self):
         return np.array([1.0, 0.0, 0.0])
+
+    def box_parameters(self, centre, half_size):
+        """One scale for x and y: the smaller half-size, so the window fits in the box."""
+        return np.array([min(half_size), centre[0], centre[1]], dtype="float64")
 
     def affine_matrix(self, theta):
         s, tx, ty = theta[:, :1], theta[:, 1:2], theta[:, 2:]
@@ -126,6 +154,10 @@ class Similarity(_AffineFamily):
     def identity(self):
         return np.array([1.0, 0.0, 0.0, 0.0])
 
+    def box_parameters(self, centre, half_size):
+        """No rotation, and the attention's scale: the smaller half-size."""
+        return np.array([min(half_size), 0.0, centre[0], centre[1]], dtype="float64")
+
     def affine_matrix(self, theta):
         a, b, tx, ty = theta[:, :1], theta[:, 1:2], theta[:, 2:3], theta[:, 3:]
         return ops.concatenate([a, -b, tx, b, a, ty], axis=1)
@@ -140,6 +172,11 @@ class Affine(_AffineFamily):
     def identity(self):
         return np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
+    def box_parameters(self, centre, half_size):
+        """Exact: `[half_width, 0, cx, 0, half_height, cy]`."""
+        (cx, cy), (hw, hh) = centre, half_size
+        return np.array([hw, 0.0, cx, 0.0, hh, cy], dtype="float64")
+
     def affine_matrix(self, theta):
         return theta
 
@@ -152,6 +189,11 @@ class Projective(Transform):
 
     def identity(self):
         return np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+    def box_parameters(self, centre, half_size):
+        """Exact: the affine box with `h31 = h32 = 0`."""
+        (cx, cy), (hw, hh) = centre, half_size
+        return np.array([hw, 0.0, cx, 0.0, hh, cy, 0.0, 0.0], dtype="float64")
 
     def grid(self, theta, output_size, align_corners=False):
         return grids.projective_grid(self._check_theta(theta), output_size, align_corners)
@@ -191,6 +233,12 @@ class TPS(Transform):
 
     def identity(self):
         return self.control_points.reshape(-1).copy()
+
+    def box_parameters(self, centre, half_size):
+        """Exact: each control point reads its image under the box's affine map (a
+        thin-plate spline through affinely moved points is that affine map)."""
+        moved = np.asarray(centre, "float64") + self.control_points * np.asarray(half_size)
+        return moved.reshape(-1)
 
     def grid(self, theta, output_size, align_corners=False):
         theta = self._check_theta(theta)
@@ -290,3 +338,70 @@ def serialize(transform):
     if default is not None and transform == default():
         return transform.name
     return keras.saving.serialize_keras_object(transform)
+
+
+def tile_layout(count):
+    """`(rows, columns)` of the partition that tiles the image for `count` transformers.
+
+    As square as possible with `rows * columns >= count`: `columns = ceil(sqrt(count))`,
+    `rows = ceil(count / columns)`. When `count` is not a product, the last tiles of the
+    bottom row are left unused.
+
+    Example:
+    >>> tile_layout(2), tile_layout(4), tile_layout(5)
+    ((1, 2), (2, 2), (2, 3))
+    """
+    count = _check_count(count)
+    columns = math.isqrt(count - 1) + 1
+    return -(-count // columns), columns
+
+
+def tile_parameters(transform, count):
+    """Parameters that start `count` transformers on different tiles of the image.
+
+    The image's frame [-1, 1]^2 is cut into `tile_layout(count)` equal tiles, numbered
+    row by row from the top left; transformer k reads tile k as closely as its family
+    can (`Transform.box_parameters`):
+
+    - affine, projective, TPS: exactly, e.g. affine `[1/columns, 0, cx, 0, 1/rows, cy]`;
+    - attention, similarity (one scale for x and y): the largest square window of the
+      normalised frame that fits in the tile, centred on it (scale `min(1/columns,
+      1/rows)`), so no two transformers start on overlapping regions;
+    - translation: a shift to the tile's centre (it cannot zoom).
+
+    `count=1` is the identity of every family.
+
+    Args:
+        transform: a family name or a `keras_stn.transforms.Transform`.
+        count: the number of transformers, a positive int.
+
+    Returns:
+        NumPy float64 `(count, num_params)`, row k for transformer k.
+
+    Example:
+    >>> tile_parameters("affine", 4)[0].tolist()   # x and y in [-1, 0]: the top left
+    [0.5, 0.0, -0.5, 0.0, 0.5, -0.5]
+    >>> tile_parameters("attention", 2).tolist()   # tiles 1 wide, 2 high: scale 1/2
+    [[0.5, -0.5, 0.0], [0.5, 0.5, 0.0]]
+    """
+    family = get(transform)
+    rows, columns = tile_layout(count)
+    half_size = (1.0 / columns, 1.0 / rows)
+    tiles = []
+    for k in range(count):
+        row, column = divmod(k, columns)
+        centre = (-1.0 + (2 * column + 1) / columns, -1.0 + (2 * row + 1) / rows)
+        try:
+            tiles.append(np.asarray(family.box_parameters(centre, half_size), "float64"))
+        except NotImplementedError:
+            raise ValueError(
+                "`transform` must define `box_parameters` to start from tiles. "
+                f"Received: transform={family!r}"
+            ) from None
+    return np.stack(tiles)
+
+
+def _check_count(count):
+    if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"`count` must be a positive int. Received: count={count!r}")
+    return int(count)
