@@ -57,6 +57,14 @@ def several_transformers():
     attended, theta = keras_stn.SpatialTransformer(
         "attention", output_size=(8, 8), return_transform=True
     )([inputs, small])
+    # The training aids and options, two transformers side by side.
+    sampled.append(
+        keras_stn.SpatialTransformer(
+            "affine", output_size=(8, 8), antialias=True, padding_mode="constant",
+            fill_value=0.5, num_transformers=2, initial_transform="tiles",
+            learning_rate_multiplier=0.1, identity_penalty=0.01,
+        )(inputs)
+    )
     merged = keras.layers.Concatenate()([*sampled, attended])
     logits = keras.layers.Dense(4)(keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(merged)))
     return keras.Model(inputs, [logits, theta])
