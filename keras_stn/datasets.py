@@ -49,7 +49,14 @@ import os
 import warnings
 
 import numpy as np
-import tensorflow as tf
+
+try:
+    import tensorflow as tf
+except ImportError as error:  # The package's install_requires has it; a trimmed env may not.
+    raise ImportError(
+        "keras_stn.datasets builds tf.data pipelines, which needs TensorFlow: "
+        "`pip install tensorflow`."
+    ) from error
 
 from keras_stn import ops as stn_ops
 from keras_stn import transforms
@@ -290,7 +297,7 @@ def load_digits(split="train", source="auto", download=False, data_dir=None):
     _check_choice("split", split, SPLITS)
     source = resolve_source(source, download, data_dir)
     if source == "tfds":
-        import tensorflow_datasets as tfds
+        tfds = _import_tfds()
 
         builder = tfds.builder("mnist", data_dir=data_dir)
         if not builder.is_prepared():
@@ -357,6 +364,18 @@ def resolve_source(source="auto", download=False, data_dir=None):
     except Exception:  # A broken or partial TFDS install: fall back to the offline digits.
         prepared = False
     return "tfds" if prepared else "bundled"
+
+
+def _import_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(
+            "source='tfds' (or download=True) reads MNIST with TensorFlow Datasets: "
+            "`pip install tensorflow-datasets`; or use source='bundled' (5,000 digits "
+            "that ship with keras_stn, no extra needed)."
+        ) from error
+    return tfds
 
 
 def _tfds_mnist_on_disk(data_dir):

@@ -2,9 +2,11 @@
 
 Figures are `matplotlib.figure.Figure` objects made without `pyplot` (no window, no
 global state; matplotlib is imported only when a figure is made, it is an optional
-dependency: `pip install keras_stn[examples]`). `TransformerSnapshots` is a Keras
-callback that records a transformer's outputs on a fixed batch every epoch, to
-TensorBoard and, optionally, as PNG frames; it needs only TensorFlow.
+dependency: `pip install matplotlib`). `TransformerSnapshots` is a Keras callback
+that records a transformer's outputs on a fixed batch every epoch, to TensorBoard and,
+optionally, as PNG frames; it writes them with TensorFlow (imported when it is made,
+on any backend). The array helpers (`tile`, `grid_to_pixels`, `transformer_outputs`)
+and the figures work on every backend without TensorFlow.
 
 Images are `(batch, height, width, channels)` (a `SpatialTransformer` with
 `data_format="channels_first"` is handled by the functions that take the layer);
@@ -23,7 +25,6 @@ import os
 
 import numpy as np
 import keras
-import tensorflow as tf
 
 from keras_stn import _checks
 
@@ -296,7 +297,8 @@ class TransformerSnapshots(keras.callbacks.Callback):
     outputs below, values on the inputs' range. It is written to TensorBoard as an
     image (`tf.summary.image`, tag `"<layer name>/outputs"`, step 0 before training,
     step `epoch + 1` after each epoch) and, if `png_dir` is given, as a PNG frame
-    `<layer name>_<step:04d>.png`. Needs only TensorFlow.
+    `<layer name>_<step:04d>.png`. Needs TensorFlow (on any Keras backend), and
+    `tensorboard` for `log_dir`.
 
     Args:
         images: the fixed batch the model is called on, `(batch, height, width,
@@ -349,6 +351,7 @@ class TransformerSnapshots(keras.callbacks.Callback):
         _check_positive("every", every)
         if columns is not None:
             _check_positive("columns", columns)
+        _import_tensorflow()  # Without TensorFlow, fail here rather than in `fit`.
         self.images = images
         self.layer = layer
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
@@ -363,7 +366,7 @@ class TransformerSnapshots(keras.callbacks.Callback):
         self._transformer = self._find_transformer()
         self._extract = self._layer_inputs()
         if self.log_dir is not None and self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+            self._writer = _import_tensorflow().summary.create_file_writer(self.log_dir)
         if self.png_dir is not None:
             os.makedirs(self.png_dir, exist_ok=True)
         self.record(0)
@@ -399,6 +402,7 @@ class TransformerSnapshots(keras.callbacks.Callback):
 
     def record(self, step):
         """Writes the current picture at `step`."""
+        tf = _import_tensorflow()
         picture = self.snapshot()
         name = self._transformer.name
         if self._writer is not None:
@@ -509,8 +513,25 @@ def _steps(size, step):
     return indices
 
 
+def _import_tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise ImportError(
+            "TransformerSnapshots writes TensorBoard images and PNG frames with "
+            "TensorFlow (on any Keras backend): `pip install tensorflow`."
+        ) from error
+    return tf
+
+
 def _figure(size):
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "keras_stn.visualize draws its figures with matplotlib: `pip install "
+            "matplotlib` (or `pip install keras_stn[examples]`)."
+        ) from error
 
     return Figure(figsize=size, dpi=100, layout="constrained")
 

@@ -146,6 +146,18 @@ def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch, t
     assert ("download_and_prepare",) in fake.calls
 
 
+def test_tfds_source_without_tensorflow_datasets_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    for call in (
+        lambda: datasets.load_digits("test", source="tfds"),
+        lambda: datasets.load_digits("test", download=True),
+        lambda: datasets.distorted_mnist("R", "test", source="tfds"),
+    ):
+        with pytest.raises(ImportError, match="pip install tensorflow-datasets"):
+            call()
+    assert datasets.load_digits("test").source == "bundled"  # auto needs no TFDS
+
+
 def test_auto_source_asks_tfds_nothing_when_no_mnist_is_on_disk(monkeypatch, tmp_path):
     # TFDS, asked about a dataset that is not there, logs "Variant folder ... has no
     # dataset_info.json" (absl WARNING) on every call: it is not asked at all.

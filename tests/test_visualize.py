@@ -2,6 +2,7 @@
 
 import glob
 import os
+import sys
 
 import matplotlib
 
@@ -129,6 +130,14 @@ def test_callback_finds_a_transformer_after_other_layers(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["inner_0000.png", "inner_0002.png"]
     picture = snapshots.snapshot()
     assert picture.shape == (1 + 11 + 1 + 11, 1 + 2 * 11, 1)  # the 2-channel features, first shown
+
+
+def test_figures_without_matplotlib_say_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        visualize.plot_images(images(2))
+    assert visualize.tile(images(2)).shape == (14, 27, 1)  # the array helpers need none
 
 
 @pytest.mark.parametrize(
