@@ -81,6 +81,7 @@ def conventions():
             step=1,
             align_corners=align_corners,
             scale=2.0,
+            explain=False,  # The page says what these show.
             path=os.path.join(IMG, name),
         )
 
@@ -100,7 +101,12 @@ def families(digit):
     grid = np.concatenate(grids)
     outputs = np.asarray(ops.sample(inputs, grid))
     visualize.plot_sampling_grid(
-        inputs, grid, columns=3, scale=1.6, path=os.path.join(IMG, "families-grid.png")
+        inputs,
+        grid,
+        columns=3,
+        scale=1.6,
+        titles=list(thetas),
+        path=os.path.join(IMG, "families-grid.png"),
     )
     visualize.plot_images(
         outputs,

@@ -286,11 +286,20 @@ def _mixed(labels, count):
 def save_pictures(model, images, out_dir, stem):
     layer = model.get_layer("st")
     outputs, grid, _ = visualize.transformer_outputs(layer, images)
+    name = stem.replace("_", " ")
     visualize.plot_transformed(
-        images, outputs, columns=4, path=os.path.join(out_dir, f"{stem}_outputs.png")
+        images,
+        outputs,
+        columns=4,
+        title=f"{name}: test inputs and the transformer's outputs",
+        path=os.path.join(out_dir, f"{stem}_outputs.png"),
     )
     visualize.plot_sampling_grid(
-        images[:8], grid[:8], columns=4, path=os.path.join(out_dir, f"{stem}_grid.png")
+        images,
+        grid,
+        columns=4,
+        title=f"{name}: where the transformer reads each test input",
+        path=os.path.join(out_dir, f"{stem}_grid.png"),
     )
     print(f"Saved {stem}_outputs.png and {stem}_grid.png")
 

@@ -21,7 +21,9 @@ Example:
 """
 
 import importlib.util
+import numbers
 import os
+import textwrap
 
 import numpy as np
 import keras
@@ -131,6 +133,7 @@ def plot_images(images, columns=8, titles=None, title=None, path=None, scale=1.0
     """
     images = _as_images("images", images)
     _check_positive("columns", columns)
+    _check_titles(titles, len(images))
     count = len(images)
     columns = min(columns, max(count, 1))
     rows = -(-count // columns)
@@ -146,7 +149,9 @@ def plot_images(images, columns=8, titles=None, title=None, path=None, scale=1.0
     return _finish(figure, path)
 
 
-def plot_transformed(inputs, outputs, columns=4, path=None, scale=1.2, titles=("input", "output")):
+def plot_transformed(
+    inputs, outputs, columns=4, path=None, scale=1.2, titles=("input", "output"), title=None
+):
     """A figure of each input beside its transformed output.
 
     Args:
@@ -156,6 +161,7 @@ def plot_transformed(inputs, outputs, columns=4, path=None, scale=1.2, titles=("
         path: if given, the figure is also saved there.
         scale: size of a panel, in inches.
         titles: the titles over the first row's pairs.
+        title: the figure's title, or `None`.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -180,6 +186,8 @@ def plot_transformed(inputs, outputs, columns=4, path=None, scale=1.2, titles=("
             _show(axes, image, low, high)
             if row == 0 and titles:
                 axes.set_title(titles[side], fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
     return _finish(figure, path)
 
 
@@ -192,11 +200,20 @@ def plot_sampling_grid(
     path=None,
     scale=1.6,
     color="tab:orange",
+    titles=None,
+    title=None,
+    margin=0.25,
+    explain=True,
 ):
     """A figure of the sampling grid drawn over each input.
 
     Every `step`-th row and column of grid points is drawn as a line, and the grid's
-    outline always: the region of the input the transformer reads from.
+    outline always: the region of the input the transformer reads from. Where the
+    grid leaves the input, every panel shows the input on a grey ground, up to
+    `margin` of the input's size beyond its edges; grid points out there read the
+    sampler's padding. Where grid lines cross, the grid folds over itself (a
+    thin-plate spline can): the output shows that part of the input twice, once
+    mirrored. With `explain`, a caption under the figure says which of these it shows.
 
     Args:
         images: `(batch, height, width, channels)`, the sampled inputs.
@@ -207,6 +224,12 @@ def plot_sampling_grid(
         path: if given, the figure is also saved there.
         scale: size of a panel, in inches.
         color: a matplotlib colour for the grid.
+        titles: one short title per panel, or `None`.
+        title: the figure's title, or `None`.
+        margin: how far beyond the input the panels reach at most, as a fraction of
+            its height and width; grid lines further out are cut at the panel's edge.
+        explain: add the caption that says what the lines, the grey ground and
+            crossing lines mean.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -221,8 +244,12 @@ def plot_sampling_grid(
     _check_positive("columns", columns)
     if step is not None:
         _check_positive("step", step)
+    _check_titles(titles, len(images))
+    if not isinstance(margin, numbers.Real) or isinstance(margin, bool) or not margin >= 0:
+        raise ValueError(f"`margin` must be a number >= 0. Received: margin={margin!r}")
     count, height, width = images.shape[:3]
     points = grid_to_pixels(grid, (height, width), align_corners)
+    view = _view(points, (height, width), margin)
     rows_step = step or max(1, grid.shape[1] // 8)
     cols_step = step or max(1, grid.shape[2] // 8)
     columns = min(columns, max(count, 1))
@@ -232,19 +259,21 @@ def plot_sampling_grid(
     for index in range(count):
         axes = figure.add_subplot(rows, columns, index + 1)
         _show(axes, images[index], low, high)
-        lines = points[index]
-        for row in _steps(lines.shape[0], rows_step):
-            axes.plot(lines[row, :, 0], lines[row, :, 1], color=color, linewidth=0.6)
-        for column in _steps(lines.shape[1], cols_step):
-            axes.plot(lines[:, column, 0], lines[:, column, 1], color=color, linewidth=0.6)
-        axes.set_xlim(-0.5, width - 0.5)
-        axes.set_ylim(height - 0.5, -0.5)
+        _draw_grid(axes, points[index], rows_step, cols_step, view, color, 0.6)
+        if titles is not None:
+            axes.set_title(str(titles[index]), fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    if explain:
+        _explain(figure, points, (height, width), rows_step == cols_step == 1)
     return _finish(figure, path)
 
 
 def plot_transformer(layer, images, path=None, columns=8, scale=1.2):
     """One figure of what a `SpatialTransformer` does to a batch: the inputs with
     the sampling grid over them (top row of each pair) and the outputs (below).
+
+    The grid is drawn as by `plot_sampling_grid`, with its caption.
 
     Args:
         layer: a `keras_stn.SpatialTransformer`.
@@ -267,6 +296,7 @@ def plot_transformer(layer, images, path=None, columns=8, scale=1.2):
     columns = min(columns, max(count, 1))
     blocks = -(-count // columns)
     points = grid_to_pixels(grid, (height, width), layer.align_corners)
+    view = _view(points, (height, width), 0.25)
     row_step = max(1, grid.shape[1] // 8)
     column_step = max(1, grid.shape[2] // 8)
     figure = _figure((columns * scale, 2 * blocks * scale))
@@ -275,15 +305,10 @@ def plot_transformer(layer, images, path=None, columns=8, scale=1.2):
         block, column = divmod(index, columns)
         top = figure.add_subplot(2 * blocks, columns, 2 * block * columns + column + 1)
         _show(top, inputs[index], low, high)
-        lines = points[index]
-        for row in _steps(lines.shape[0], row_step):
-            top.plot(lines[row, :, 0], lines[row, :, 1], color="tab:orange", linewidth=0.5)
-        for col in _steps(lines.shape[1], column_step):
-            top.plot(lines[:, col, 0], lines[:, col, 1], color="tab:orange", linewidth=0.5)
-        top.set_xlim(-0.5, width - 0.5)
-        top.set_ylim(height - 0.5, -0.5)
+        _draw_grid(top, points[index], row_step, column_step, view, "tab:orange", 0.5)
         bottom = figure.add_subplot(2 * blocks, columns, (2 * block + 1) * columns + column + 1)
         _show(bottom, outputs[index], low, high)
+    _explain(figure, points, (height, width), row_step == column_step == 1)
     return _finish(figure, path)
 
 
@@ -504,6 +529,77 @@ def _range(images):
 def _pad_width(picture, width):
     extra = width - picture.shape[1]
     return np.pad(picture, ((0, 0), (0, extra), (0, 0)), constant_values=1.0)
+
+
+def _check_titles(titles, count):
+    if titles is not None and len(titles) != count:
+        raise ValueError(
+            f"`titles` must hold one title per image ({count}). Received: titles={list(titles)!r}"
+        )
+
+
+def _view(points, size, margin):
+    """`((left, right), (top, bottom))` axis limits, in pixels, that show the image
+    and the grid's finite points, at most `margin` of the image's size beyond it."""
+    height, width = size
+    low, high = np.array([-0.5, -0.5]), np.array([width - 0.5, height - 0.5])
+    finite = points[np.isfinite(points).all(-1)]
+    if finite.size:
+        reach = margin * np.array([width, height], dtype=np.float64)
+        low = np.maximum(np.minimum(low, finite.min(0)), low - reach)
+        high = np.minimum(np.maximum(high, finite.max(0)), high + reach)
+    return (float(low[0]), float(high[0])), (float(low[1]), float(high[1]))
+
+
+def _draw_grid(axes, points, row_step, column_step, view, color, linewidth):
+    points = np.where(np.isfinite(points), points, np.nan)  # Points at infinity: gaps.
+    for row in _steps(points.shape[0], row_step):
+        axes.plot(points[row, :, 0], points[row, :, 1], color=color, linewidth=linewidth)
+    for column in _steps(points.shape[1], column_step):
+        axes.plot(points[:, column, 0], points[:, column, 1], color=color, linewidth=linewidth)
+    (left, right), (top, bottom) = view
+    axes.set_xlim(left, right)
+    axes.set_ylim(bottom, top)  # Row 0 at the top.
+    axes.set_facecolor("0.8")  # Grey where the panel reaches beyond the image.
+
+
+def _folds(points):
+    """Whether a `(rows, columns, 2)` grid folds over itself: its cells turn both ways."""
+    points = np.where(np.isfinite(points), points, np.nan)
+    right = points[:-1, 1:] - points[:-1, :-1]
+    down = points[1:, :-1] - points[:-1, :-1]
+    turn = right[..., 0] * down[..., 1] - right[..., 1] * down[..., 0]
+    turn = turn[np.isfinite(turn)]
+    if turn.size == 0:
+        return False
+    tolerance = 1e-6 * np.abs(turn).max()
+    return bool(np.any(turn > tolerance) and np.any(turn < -tolerance))
+
+
+def _explain(figure, points, size, every_line):
+    """A caption under the figure: what the lines are, and what the grey ground and
+    crossing lines mean when the figure has them."""
+    height, width = size
+    x, y = points[..., 0], points[..., 1]
+    finite = np.isfinite(x) & np.isfinite(y)
+    outside = ~finite | (x < -0.5) | (x > width - 0.5) | (y < -0.5) | (y > height - 0.5)
+    drawn = "the sampling grid" if every_line else "some rows and columns of the sampling grid"
+    lines = [
+        f"Lines: {drawn}, and its outline; each output pixel reads the input where its "
+        "grid point lies."
+    ]
+    if outside.any():
+        lines.append(
+            "Grey: outside the input; grid points there read the sampler's padding "
+            "(zeros by default)."
+        )
+    if any(_folds(grid) for grid in points):
+        lines.append(
+            "Where lines cross, the grid folds over itself: the output shows that part "
+            "of the input twice, once mirrored."
+        )
+    text = textwrap.fill(" ".join(lines), max(20, int(figure.get_figwidth() * 17)))
+    figure.supxlabel(text, fontsize=7, ha="left", x=0.01)
 
 
 def _steps(size, step):

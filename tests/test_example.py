@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,6 +73,27 @@ def load_example():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_pictures_show_all_sixteen_digits_with_titles(tmp_path, monkeypatch):
+    example = load_example()
+    calls = {}
+
+    def record(name):
+        def plot(images, second, **kwargs):
+            calls[name] = (len(images), len(second), kwargs)
+
+        return plot
+
+    monkeypatch.setattr(example.visualize, "plot_transformed", record("outputs"))
+    monkeypatch.setattr(example.visualize, "plot_sampling_grid", record("grid"))
+    model = example.build_model("tps", 42)
+    images = np.zeros((16, 42, 42, 1), "float32")
+    example.save_pictures(model, images, str(tmp_path), "RTS_tps")
+    for name in ("outputs", "grid"):
+        count, second, kwargs = calls[name]
+        assert count == second == 16
+        assert kwargs["title"].startswith("RTS tps: ")
 
 
 @pytest.mark.parametrize(
