@@ -8,7 +8,7 @@ learned, exports the first ST-CNN as a SavedModel, reloads it with
 
     python examples/distorted_mnist.py                      # RTS, 4 models, ~10 min on 2 CPU cores
     python examples/distorted_mnist.py --variant E --models cnn,tps --epochs 30
-    python examples/distorted_mnist.py --source tfds --download --epochs 50   # the full data (pip install tensorflow-datasets)
+    python examples/distorted_mnist.py --source tfds --download --epochs 50   # needs tensorflow-datasets
     python examples/distorted_mnist.py --smoke              # a few steps: does it all run?
 
 Without `--source tfds` the digits are TFDS's `mnist` if it is prepared on this

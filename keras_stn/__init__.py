@@ -2,6 +2,7 @@
 
 Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks",
 NIPS 2015, arXiv:1506.02025.
+
 `keras_stn.datasets` (tf.data pipelines) is imported on first use, so that
 `import keras_stn` does not import TensorFlow on the JAX and PyTorch backends.
 """
