@@ -8,13 +8,13 @@ learned, exports the first ST-CNN as a SavedModel, reloads it with
 
     python examples/distorted_mnist.py                      # RTS, 4 models, ~10 min on 2 CPU cores
     python examples/distorted_mnist.py --variant E --models cnn,tps --epochs 30
-    python examples/distorted_mnist.py --source tfds --download --epochs 50   # needs tensorflow-datasets
+    python examples/distorted_mnist.py --source tfds --download --epochs 50   # needs TFDS
     python examples/distorted_mnist.py --smoke              # a few steps: does it all run?
 
 Without `--source tfds` the digits are TFDS's `mnist` if it is prepared on this
 machine, else the 5,000 MNIST digits bundled with keras_stn (4,000 train / 1,000
 test); the data line printed first says which. Nothing is downloaded unless
-`--download` is given.
+`--download` is given; TFDS needs `pip install tensorflow-datasets`.
 
 TensorFlow's start-up log (CUDA probing, CPU features) is hidden unless
 `TF_CPP_MIN_LOG_LEVEL` is set: `TF_CPP_MIN_LOG_LEVEL=0 python examples/...` shows it.
