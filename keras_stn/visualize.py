@@ -2,9 +2,11 @@
 
 Figures are `matplotlib.figure.Figure` objects made without `pyplot` (no window, no
 global state; matplotlib is imported only when a figure is made, it is an optional
-dependency: `pip install keras_stn[examples]`). `TransformerSnapshots` is a Keras
-callback that records a transformer's outputs on a fixed batch every epoch, to
-TensorBoard and, optionally, as PNG frames; it needs only TensorFlow.
+dependency: `pip install matplotlib`). `TransformerSnapshots` is a Keras callback
+that records a transformer's outputs on a fixed batch every epoch, to TensorBoard and,
+optionally, as PNG frames; it writes them with TensorFlow (imported when it is made,
+on any backend). The array helpers (`tile`, `grid_to_pixels`, `transformer_outputs`)
+and the figures work on every backend without TensorFlow.
 
 Images are `(batch, height, width, channels)` (a `SpatialTransformer` with
 `data_format="channels_first"` is handled by the functions that take the layer);
@@ -19,11 +21,12 @@ Example:
 """
 
 import importlib.util
+import numbers
 import os
+import textwrap
 
 import numpy as np
 import keras
-import tensorflow as tf
 
 from keras_stn import _checks
 
@@ -130,6 +133,7 @@ def plot_images(images, columns=8, titles=None, title=None, path=None, scale=1.0
     """
     images = _as_images("images", images)
     _check_positive("columns", columns)
+    _check_titles(titles, len(images))
     count = len(images)
     columns = min(columns, max(count, 1))
     rows = -(-count // columns)
@@ -145,7 +149,9 @@ def plot_images(images, columns=8, titles=None, title=None, path=None, scale=1.0
     return _finish(figure, path)
 
 
-def plot_transformed(inputs, outputs, columns=4, path=None, scale=1.2, titles=("input", "output")):
+def plot_transformed(
+    inputs, outputs, columns=4, path=None, scale=1.2, titles=("input", "output"), title=None
+):
     """A figure of each input beside its transformed output.
 
     Args:
@@ -155,6 +161,7 @@ def plot_transformed(inputs, outputs, columns=4, path=None, scale=1.2, titles=("
         path: if given, the figure is also saved there.
         scale: size of a panel, in inches.
         titles: the titles over the first row's pairs.
+        title: the figure's title, or `None`.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -179,6 +186,8 @@ def plot_transformed(inputs, outputs, columns=4, path=None, scale=1.2, titles=("
             _show(axes, image, low, high)
             if row == 0 and titles:
                 axes.set_title(titles[side], fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
     return _finish(figure, path)
 
 
@@ -191,11 +200,20 @@ def plot_sampling_grid(
     path=None,
     scale=1.6,
     color="tab:orange",
+    titles=None,
+    title=None,
+    margin=0.25,
+    explain=True,
 ):
     """A figure of the sampling grid drawn over each input.
 
     Every `step`-th row and column of grid points is drawn as a line, and the grid's
-    outline always: the region of the input the transformer reads from.
+    outline always: the region of the input the transformer reads from. Where the
+    grid leaves the input, every panel shows the input on a grey ground, up to
+    `margin` of the input's size beyond its edges; grid points out there read the
+    sampler's padding. Where grid lines cross, the grid folds over itself (a
+    thin-plate spline can): the output shows that part of the input twice, once
+    mirrored. With `explain`, a caption under the figure says which of these it shows.
 
     Args:
         images: `(batch, height, width, channels)`, the sampled inputs.
@@ -206,6 +224,12 @@ def plot_sampling_grid(
         path: if given, the figure is also saved there.
         scale: size of a panel, in inches.
         color: a matplotlib colour for the grid.
+        titles: one short title per panel, or `None`.
+        title: the figure's title, or `None`.
+        margin: how far beyond the input the panels reach at most, as a fraction of
+            its height and width; grid lines further out are cut at the panel's edge.
+        explain: add the caption that says what the lines, the grey ground and
+            crossing lines mean.
 
     Returns:
         A `matplotlib.figure.Figure`.
@@ -220,8 +244,12 @@ def plot_sampling_grid(
     _check_positive("columns", columns)
     if step is not None:
         _check_positive("step", step)
+    _check_titles(titles, len(images))
+    if not isinstance(margin, numbers.Real) or isinstance(margin, bool) or not margin >= 0:
+        raise ValueError(f"`margin` must be a number >= 0. Received: margin={margin!r}")
     count, height, width = images.shape[:3]
     points = grid_to_pixels(grid, (height, width), align_corners)
+    view = _view(points, (height, width), margin)
     rows_step = step or max(1, grid.shape[1] // 8)
     cols_step = step or max(1, grid.shape[2] // 8)
     columns = min(columns, max(count, 1))
@@ -231,19 +259,21 @@ def plot_sampling_grid(
     for index in range(count):
         axes = figure.add_subplot(rows, columns, index + 1)
         _show(axes, images[index], low, high)
-        lines = points[index]
-        for row in _steps(lines.shape[0], rows_step):
-            axes.plot(lines[row, :, 0], lines[row, :, 1], color=color, linewidth=0.6)
-        for column in _steps(lines.shape[1], cols_step):
-            axes.plot(lines[:, column, 0], lines[:, column, 1], color=color, linewidth=0.6)
-        axes.set_xlim(-0.5, width - 0.5)
-        axes.set_ylim(height - 0.5, -0.5)
+        _draw_grid(axes, points[index], rows_step, cols_step, view, color, 0.6)
+        if titles is not None:
+            axes.set_title(str(titles[index]), fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    if explain:
+        _explain(figure, points, (height, width), rows_step == cols_step == 1)
     return _finish(figure, path)
 
 
 def plot_transformer(layer, images, path=None, columns=8, scale=1.2):
     """One figure of what a `SpatialTransformer` does to a batch: the inputs with
     the sampling grid over them (top row of each pair) and the outputs (below).
+
+    The grid is drawn as by `plot_sampling_grid`, with its caption.
 
     Args:
         layer: a `keras_stn.SpatialTransformer`.
@@ -266,6 +296,7 @@ def plot_transformer(layer, images, path=None, columns=8, scale=1.2):
     columns = min(columns, max(count, 1))
     blocks = -(-count // columns)
     points = grid_to_pixels(grid, (height, width), layer.align_corners)
+    view = _view(points, (height, width), 0.25)
     row_step = max(1, grid.shape[1] // 8)
     column_step = max(1, grid.shape[2] // 8)
     figure = _figure((columns * scale, 2 * blocks * scale))
@@ -274,15 +305,10 @@ def plot_transformer(layer, images, path=None, columns=8, scale=1.2):
         block, column = divmod(index, columns)
         top = figure.add_subplot(2 * blocks, columns, 2 * block * columns + column + 1)
         _show(top, inputs[index], low, high)
-        lines = points[index]
-        for row in _steps(lines.shape[0], row_step):
-            top.plot(lines[row, :, 0], lines[row, :, 1], color="tab:orange", linewidth=0.5)
-        for col in _steps(lines.shape[1], column_step):
-            top.plot(lines[:, col, 0], lines[:, col, 1], color="tab:orange", linewidth=0.5)
-        top.set_xlim(-0.5, width - 0.5)
-        top.set_ylim(height - 0.5, -0.5)
+        _draw_grid(top, points[index], row_step, column_step, view, "tab:orange", 0.5)
         bottom = figure.add_subplot(2 * blocks, columns, (2 * block + 1) * columns + column + 1)
         _show(bottom, outputs[index], low, high)
+    _explain(figure, points, (height, width), row_step == column_step == 1)
     return _finish(figure, path)
 
 
@@ -296,7 +322,8 @@ class TransformerSnapshots(keras.callbacks.Callback):
     outputs below, values on the inputs' range. It is written to TensorBoard as an
     image (`tf.summary.image`, tag `"<layer name>/outputs"`, step 0 before training,
     step `epoch + 1` after each epoch) and, if `png_dir` is given, as a PNG frame
-    `<layer name>_<step:04d>.png`. Needs only TensorFlow.
+    `<layer name>_<step:04d>.png`. Needs TensorFlow (on any Keras backend), and
+    `tensorboard` for `log_dir`.
 
     Args:
         images: the fixed batch the model is called on, `(batch, height, width,
@@ -349,6 +376,7 @@ class TransformerSnapshots(keras.callbacks.Callback):
         _check_positive("every", every)
         if columns is not None:
             _check_positive("columns", columns)
+        _import_tensorflow()  # Without TensorFlow, fail here rather than in `fit`.
         self.images = images
         self.layer = layer
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
@@ -363,7 +391,7 @@ class TransformerSnapshots(keras.callbacks.Callback):
         self._transformer = self._find_transformer()
         self._extract = self._layer_inputs()
         if self.log_dir is not None and self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+            self._writer = _import_tensorflow().summary.create_file_writer(self.log_dir)
         if self.png_dir is not None:
             os.makedirs(self.png_dir, exist_ok=True)
         self.record(0)
@@ -399,6 +427,7 @@ class TransformerSnapshots(keras.callbacks.Callback):
 
     def record(self, step):
         """Writes the current picture at `step`."""
+        tf = _import_tensorflow()
         picture = self.snapshot()
         name = self._transformer.name
         if self._writer is not None:
@@ -502,6 +531,77 @@ def _pad_width(picture, width):
     return np.pad(picture, ((0, 0), (0, extra), (0, 0)), constant_values=1.0)
 
 
+def _check_titles(titles, count):
+    if titles is not None and len(titles) != count:
+        raise ValueError(
+            f"`titles` must hold one title per image ({count}). Received: titles={list(titles)!r}"
+        )
+
+
+def _view(points, size, margin):
+    """`((left, right), (top, bottom))` axis limits, in pixels, that show the image
+    and the grid's finite points, at most `margin` of the image's size beyond it."""
+    height, width = size
+    low, high = np.array([-0.5, -0.5]), np.array([width - 0.5, height - 0.5])
+    finite = points[np.isfinite(points).all(-1)]
+    if finite.size:
+        reach = margin * np.array([width, height], dtype=np.float64)
+        low = np.maximum(np.minimum(low, finite.min(0)), low - reach)
+        high = np.minimum(np.maximum(high, finite.max(0)), high + reach)
+    return (float(low[0]), float(high[0])), (float(low[1]), float(high[1]))
+
+
+def _draw_grid(axes, points, row_step, column_step, view, color, linewidth):
+    points = np.where(np.isfinite(points), points, np.nan)  # Points at infinity: gaps.
+    for row in _steps(points.shape[0], row_step):
+        axes.plot(points[row, :, 0], points[row, :, 1], color=color, linewidth=linewidth)
+    for column in _steps(points.shape[1], column_step):
+        axes.plot(points[:, column, 0], points[:, column, 1], color=color, linewidth=linewidth)
+    (left, right), (top, bottom) = view
+    axes.set_xlim(left, right)
+    axes.set_ylim(bottom, top)  # Row 0 at the top.
+    axes.set_facecolor("0.8")  # Grey where the panel reaches beyond the image.
+
+
+def _folds(points):
+    """Whether a `(rows, columns, 2)` grid folds over itself: its cells turn both ways."""
+    points = np.where(np.isfinite(points), points, np.nan)
+    right = points[:-1, 1:] - points[:-1, :-1]
+    down = points[1:, :-1] - points[:-1, :-1]
+    turn = right[..., 0] * down[..., 1] - right[..., 1] * down[..., 0]
+    turn = turn[np.isfinite(turn)]
+    if turn.size == 0:
+        return False
+    tolerance = 1e-6 * np.abs(turn).max()
+    return bool(np.any(turn > tolerance) and np.any(turn < -tolerance))
+
+
+def _explain(figure, points, size, every_line):
+    """A caption under the figure: what the lines are, and what the grey ground and
+    crossing lines mean when the figure has them."""
+    height, width = size
+    x, y = points[..., 0], points[..., 1]
+    finite = np.isfinite(x) & np.isfinite(y)
+    outside = ~finite | (x < -0.5) | (x > width - 0.5) | (y < -0.5) | (y > height - 0.5)
+    drawn = "the sampling grid" if every_line else "some rows and columns of the sampling grid"
+    lines = [
+        f"Lines: {drawn}, and its outline; each output pixel reads the input where its "
+        "grid point lies."
+    ]
+    if outside.any():
+        lines.append(
+            "Grey: outside the input; grid points there read the sampler's padding "
+            "(zeros by default)."
+        )
+    if any(_folds(grid) for grid in points):
+        lines.append(
+            "Where lines cross, the grid folds over itself: the output shows that part "
+            "of the input twice, once mirrored."
+        )
+    text = textwrap.fill(" ".join(lines), max(20, int(figure.get_figwidth() * 17)))
+    figure.supxlabel(text, fontsize=7, ha="left", x=0.01)
+
+
 def _steps(size, step):
     indices = list(range(0, size, step))
     if indices[-1] != size - 1:
@@ -509,8 +609,25 @@ def _steps(size, step):
     return indices
 
 
+def _import_tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise ImportError(
+            "TransformerSnapshots writes TensorBoard images and PNG frames with "
+            "TensorFlow (on any Keras backend): `pip install tensorflow`."
+        ) from error
+    return tf
+
+
 def _figure(size):
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "keras_stn.visualize draws its figures with matplotlib: `pip install "
+            "matplotlib` (or `pip install keras_stn[examples]`)."
+        ) from error
 
     return Figure(figsize=size, dpi=100, layout="constrained")
 

