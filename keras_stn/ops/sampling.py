@@ -205,9 +205,20 @@ def validity_mask(grid, image_size, interpolation="bilinear", align_corners=Fals
             rounded = ops.round(coordinate)
             axis_weight = ops.cast((rounded >= 0) & (rounded <= size - 1), dtype)
         else:
-            axis_weight = ops.clip(ops.minimum(coordinate + 1.0, size - coordinate), 0.0, 1.0)
+            axis_weight = _clip_inclusive(ops.minimum(coordinate + 1.0, size - coordinate),
+                                          0.0, 1.0)
         weight = axis_weight if weight is None else weight * axis_weight
     return weight[..., None]
+
+
+def _clip_inclusive(values, low, high):
+    """Clips with the gradient passed on the bounds themselves, on every backend.
+
+    `ops.clip` leaves that to the backend: TensorFlow and PyTorch pass it, JAX passes
+    half of it (a point exactly on a pixel centre of the border would get half the
+    mask's gradient there).
+    """
+    return ops.where(values < low, low, ops.where(values > high, high, values))
 
 
 # --------------------------------------------------------------------- coordinates
