@@ -291,10 +291,11 @@ def _prepare(coords, sizes, padding_mode, align_corners, dtype):
         return [ops.clip(_replace_nan(c, -1.0), -largest, largest) for c in coords]
     finite, clipped = None, []
     for coordinate in coords:
-        coordinate = _replace_nan(coordinate, float("inf"))
-        axis_finite = ops.abs(coordinate) <= largest
+        # A boolean test: no NaN to leak. (LiteRT's converter turns an infinite constant
+        # into the largest finite float, so no select may write inf as a marker.)
+        axis_finite = ops.isfinite(coordinate)
         finite = axis_finite if finite is None else ops.logical_and(finite, axis_finite)
-        clipped.append(ops.clip(coordinate, -largest, largest))
+        clipped.append(ops.clip(_replace_nan(coordinate, -1.0), -largest, largest))
     padded = []
     for coordinate, size in zip(clipped, sizes):
         # Replaced before `_pad` too, so that its gradient sees no huge value.
