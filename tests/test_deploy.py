@@ -39,7 +39,11 @@ def transformer_model():
     ]
     layers = []
     for family, bias, options in settings:
-        layer = keras_stn.SpatialTransformer(family, output_size=(OUT, OUT), **options)
+        # A small localisation network: the converters' time goes to the sampler.
+        localisation = keras.Sequential([keras.layers.AveragePooling2D(4),
+                                         keras.layers.Flatten()])
+        layer = keras_stn.SpatialTransformer(family, output_size=(OUT, OUT),
+                                             localisation=localisation, **options)
         result = layer(inputs)
         outputs.extend(result if isinstance(result, (list, tuple)) else [result])
         layers.append((layer, bias))
