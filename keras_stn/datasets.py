@@ -13,6 +13,11 @@ and sampler (`keras_stn.ops`):
 | `"E"` | scale in [0.75, 1], 16 TPS control points moved, sigma 1.5 px | 28 |
 | `"TC"` | random position, six 6x6 patches of other digits as clutter | 60 |
 
+The pipelines are tf.data, so they need TensorFlow on every Keras backend, and Keras
+feeds them to `fit` on any backend. On the TensorFlow backend the rendering is part of
+the tf.data graph; on JAX and PyTorch, keras_stn's ops render each batch on that
+backend, eagerly, inside a `tf.py_function` (the same images, to rounding).
+
 The training split draws new distortions every time it is iterated (every epoch of
 `model.fit`); the test split is fixed by its seed, so two runs, on any machine, with
 any batch size, see the same test set.
@@ -516,7 +521,7 @@ def _pipeline(variant, split, images, labels, batch_size, seed):
         return params, tf.gather(all_labels, index)
 
     def render(params, label):
-        return _render(variant, params), label
+        return _render_on_backend(variant, params), label
 
     data = data.map(draw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     data = data.batch(batch_size or 128).map(
@@ -566,6 +571,25 @@ def _draw(variant, seed, count):
         "crops": tf.cast(integers(2, DIGIT_SIZE - CLUTTER_SIZE, (CLUTTER_PATCHES, 2)), tf.float32),
         "positions": tf.cast(integers(3, size - CLUTTER_SIZE, (CLUTTER_PATCHES, 2)), tf.float32),
     }
+
+
+def _render_on_backend(variant, params):
+    """`_render` in the pipeline: traced into it on the TensorFlow backend; elsewhere
+    keras_stn's ops run on the Keras backend, eagerly, in a `tf.py_function`."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return _render(variant, params)
+    names = sorted(params)
+
+    def render(*values):
+        images = _render(variant, dict(zip(names, values)))
+        return np.asarray(keras.ops.convert_to_numpy(images), np.float32)
+
+    images = tf.py_function(render, [params[n] for n in names], tf.float32)
+    size = IMAGE_SIZES[variant]
+    images.set_shape((None, size, size, 1))
+    return images
 
 
 def _render(variant, params):

@@ -374,3 +374,47 @@ def test_tc_digit_is_an_exact_copy_at_whole_pixels():
 def test_bad_input_names_the_argument(call, argument):
     with pytest.raises(ValueError, match=f"{argument}.*Received: {argument}"):
         call()
+
+
+# ----------------------------------------------------------------- other backends
+
+RENDER_ON_BACKEND = """
+import json, sys
+import keras
+import numpy as np
+from keras_stn import datasets
+
+out = {}
+for variant in datasets.VARIANTS:
+    # One batch: JAX compiles each op once per shape.
+    data = datasets.distorted_mnist(variant, "test", batch_size=4, num_digits=4, verbose=False)
+    images, labels = zip(*((np.asarray(x), np.asarray(y)) for x, y in data))
+    out[variant] = np.concatenate(images).tolist()
+    assert np.concatenate(labels).tolist() == datasets.load_digits("test").labels[:4].tolist()
+print(json.dumps({"backend": keras.backend.backend(), "images": out}))
+"""
+
+
+@pytest.mark.slow
+def test_distorted_mnist_is_the_same_on_jax_and_torch():
+    """The pipelines are tf.data; on JAX and PyTorch keras_stn's ops render each batch
+    on that backend (in a `tf.py_function`), and the images are TensorFlow's."""
+    from tests import testing
+
+    env = {"PYTHONPATH": testing.ROOT}
+    runs = {
+        backend: testing.start_python(RENDER_ON_BACKEND, cwd=testing.ROOT,
+                                      env={**env, "KERAS_BACKEND": backend})
+        for backend in ("jax", "torch")
+    }
+    expected = {}
+    for variant in datasets.VARIANTS:
+        data = datasets.distorted_mnist(variant, "test", batch_size=4, num_digits=4,
+                                        verbose=False)
+        expected[variant] = take(data)[0]
+    for backend, process in runs.items():
+        report = testing.finish_python(process)
+        assert report["backend"] == backend
+        for variant, images in report["images"].items():
+            np.testing.assert_allclose(np.array(images, "float32"), expected[variant],
+                                       atol=1e-5, rtol=0, err_msg=f"{backend} {variant}")

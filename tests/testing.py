@@ -280,7 +280,8 @@ def value_and_gradients(function, *arrays):
 
         tensors = [torch.tensor(np.asarray(a), requires_grad=True) for a in arrays]
         value = function(*tensors)
-        value.backward()
+        if value.requires_grad:  # else no array reaches it
+            value.backward()
         grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in tensors]
     else:
         raise NotImplementedError(backend)

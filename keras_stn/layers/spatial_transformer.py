@@ -465,7 +465,10 @@ def _read_scaled(variable, multiplier, anchor=0.0):
     """`anchor + multiplier * (v - anchor)`, whose gradient with respect to `v` is that
     of the result (not `multiplier` times it): an optimizer's step on `v` then moves
     the result `multiplier` times as far, whatever the optimizer."""
-    offset = variable - anchor
+    value = keras.ops.convert_to_tensor(variable)
+    # A tensor, not a NumPy array: `array + torch tensor` fails on the torch backend.
+    anchor = keras.ops.convert_to_tensor(anchor, dtype=value.dtype)
+    offset = value - anchor
     return anchor + offset + keras.ops.stop_gradient((multiplier - 1.0) * offset)
 
 

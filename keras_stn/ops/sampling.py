@@ -199,15 +199,26 @@ def validity_mask(grid, image_size, interpolation="bilinear", align_corners=Fals
     coords = _pixel_coordinates(grid, sizes, bool(align_corners), dtype)
     weight = None
     for coordinate, size in zip(coords, sizes):
-        finite = ops.isfinite(coordinate)
-        coordinate = ops.where(finite, coordinate, -2.0)
+        # NaN and infinities onto lines that read nothing (see `_replace_nan`).
+        coordinate = ops.clip(_replace_nan(coordinate, -2.0), -2.0, size + 1.0)
         if interpolation == "nearest":
             rounded = ops.round(coordinate)
             axis_weight = ops.cast((rounded >= 0) & (rounded <= size - 1), dtype)
         else:
-            axis_weight = ops.clip(ops.minimum(coordinate + 1.0, size - coordinate), 0.0, 1.0)
+            axis_weight = _clip_inclusive(ops.minimum(coordinate + 1.0, size - coordinate),
+                                          0.0, 1.0)
         weight = axis_weight if weight is None else weight * axis_weight
     return weight[..., None]
+
+
+def _clip_inclusive(values, low, high):
+    """Clips with the gradient passed on the bounds themselves, on every backend.
+
+    `ops.clip` leaves that to the backend: TensorFlow and PyTorch pass it, JAX passes
+    half of it (a point exactly on a pixel centre of the border would get half the
+    mask's gradient there).
+    """
+    return ops.where(values < low, low, ops.where(values > high, high, values))
 
 
 # --------------------------------------------------------------------- coordinates
@@ -268,24 +279,42 @@ def _to_pixels(coordinate, size, align_corners, dtype):
 def _prepare(coords, sizes, padding_mode, align_corners, dtype):
     """Maps points as `padding_mode` says, and non-finite points outside.
 
-    `"zeros"` / `"constant"`: a non-finite coordinate moves to -1, just outside, so
-    the point reads only padding whatever its other coordinates; `_clip_outside`
-    later brings far-away points next to the image. `"border"` / `"reflection"`:
-    coordinates are clipped (reflected, then clipped) into the image, as torch does,
-    and a point with any non-finite coordinate moves to -1 on every axis.
+    `"zeros"` / `"constant"`: a NaN coordinate moves to -1, just outside, and an
+    infinite one to the largest finite float, so the point reads only padding
+    whatever its other coordinates; `_clip_outside` later brings far-away points next
+    to the image. `"border"` / `"reflection"`: coordinates are clipped (reflected,
+    then clipped) into the image, as torch does, and a point with any non-finite
+    coordinate moves to -1 on every axis.
     """
+    largest = float(np.finfo(dtype).max)
     if padding_mode in ("zeros", "constant"):
-        return [ops.where(ops.isfinite(c), c, -1.0) for c in coords]
-    finite = ops.isfinite(coords[0])
-    for coordinate in coords[1:]:
-        finite = ops.logical_and(finite, ops.isfinite(coordinate))
+        return [ops.clip(_replace_nan(c, -1.0), -largest, largest) for c in coords]
+    finite, clipped = None, []
+    for coordinate in coords:
+        # A boolean test: no NaN to leak. (LiteRT's converter turns an infinite constant
+        # into the largest finite float, so no select may write inf as a marker.)
+        axis_finite = ops.isfinite(coordinate)
+        finite = axis_finite if finite is None else ops.logical_and(finite, axis_finite)
+        clipped.append(ops.clip(_replace_nan(coordinate, -1.0), -largest, largest))
     padded = []
-    for coordinate, size in zip(coords, sizes):
-        # Replaced before `_pad` too, so that no NaN reaches its gradient.
+    for coordinate, size in zip(clipped, sizes):
+        # Replaced before `_pad` too, so that its gradient sees no huge value.
         coordinate = _pad(ops.where(finite, coordinate, -1.0), size, padding_mode,
                           align_corners, dtype)
         padded.append(ops.where(finite, coordinate, -1.0))
     return padded
+
+
+def _replace_nan(values, replacement):
+    """`values` with NaN replaced, by a select that every converter keeps a select.
+
+    Graph converters may lower a float select to `cast(c) * a + cast(!c) * b` (tf2onnx
+    does), where `0 * NaN` or `0 * inf` leaks into the result. tf2onnx keeps a real
+    select when its condition tests for NaN as `x != x`; the sampler then clips
+    infinities to finite values, so that every later select sees finite values only,
+    which that lowering computes exactly.
+    """
+    return ops.where(ops.not_equal(values, values), replacement, values)
 
 
 def _pad(coordinate, size, padding_mode, align_corners, dtype):
@@ -591,13 +620,16 @@ def _mip_level(coords, max_level, tolerance):
     (give or take the grid's rounding noise) reads level 0.
     """
     squared = None
+    largest = float(np.finfo(keras.backend.standardize_dtype(coords[0].dtype)).max)
     for out_axis in range(1, len(coords) + 1):
         if coords[0].shape[out_axis] == 1:
             continue
         total = None
         for coordinate in coords:
             step = _forward_step(coordinate, out_axis)
-            step = ops.where(ops.isfinite(step), step, 0.0)
+            # Non-finite steps count as 0 (see `_replace_nan`).
+            step = ops.clip(_replace_nan(step, 0.0), -largest, largest)
+            step = ops.where(ops.abs(step) < largest, step, 0.0)
             total = step * step if total is None else total + step * step
         squared = total if squared is None else ops.maximum(squared, total)
     if squared is None:
