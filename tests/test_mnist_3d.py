@@ -114,6 +114,24 @@ def test_drawn_poses_stay_in_their_ranges(example, rng):
         np.arccos(np.cos(np.radians(30)) ** 2)) + 1e-9
 
 
+def test_ray_tilt_of_a_fixed_view_is_the_slabs_lean(example):
+    poses = upright(3)
+    poses[1, :, :3] = example.rotation(np.radians([30.0]), np.zeros(1), np.zeros(1))[0]
+    poses[2, :, :3] = 1.2 * example.rotation(np.zeros(1), np.radians([-20.0]),
+                                             np.radians([40.0]))[0]  # a turn about z: no lean
+    np.testing.assert_allclose(example.ray_tilts(poses), [0.0, 30.0, 20.0], atol=1e-9)
+
+
+def test_ray_tilt_after_a_transformer_that_undoes_the_pose_is_zero(example, rng):
+    poses = example.draw_poses(rng, 5, max_tilt=45, max_turn=45, scale=(0.8, 1.2),
+                               max_shift=0.2)
+    # theta = the pose itself: the output frame is the slab's own, rays along its normal.
+    np.testing.assert_allclose(example.ray_tilts(poses, poses.reshape(5, 12)), 0.0, atol=1e-6)
+    # The identity transformer leaves the fixed view's tilt.
+    identity = np.tile(np.eye(3, 4).reshape(1, 12), (5, 1))
+    np.testing.assert_allclose(example.ray_tilts(poses, identity), example.ray_tilts(poses))
+
+
 def test_models_see_what_the_docs_say(example):
     cnn = example.build_model("cnn", 32, 14)
     st = example.build_model("st", 32, 14, out_size=(8, 28, 28))
@@ -161,6 +179,8 @@ def test_smoke_run_trains_both_prints_the_table_and_saves_pictures(tmp_path):
         assert f"| {label} |" in stdout
     results = json.loads((out / "results_mnist_3d.json").read_text())
     assert set(results["errors"]) == {"cnn", "st"} and results["evaluated_on"] == "test"
+    assert set(results["median_tilt_degrees"]) == {"cnn", "st"}
+    assert 0 <= results["median_tilt_degrees"]["cnn"] <= 90
     assert all(0 <= e <= 100 for e in results["errors"].values())
     assert (out / "results_mnist_3d.md").read_text().startswith("3-D MNIST")
     assert (out / "mnist_3d_views.png").stat().st_size > 1000
