@@ -442,6 +442,49 @@ def distorted_mnist(
     return _pipeline(variant, split, images, labels, batch_size, seed)
 
 
+def distorted_mnist_from_digits(variant, split, images, labels, batch_size=None, seed=None):
+    """`distorted_mnist` on digits of your own: a held-out part of a split, say.
+
+    Args:
+        variant: `"R"`, `"RTS"`, `"P"`, `"E"` or `"TC"`.
+        split: `"train"` (shuffled, new distortions on every iteration) or `"test"`
+            (in order, distortions fixed by `seed`).
+        images: uint8 `(N, 28, 28)` digits.
+        labels: int `(N,)`.
+        batch_size: `None` for single examples, or the size of the batches.
+        seed: int, as in `distorted_mnist`.
+
+    Returns:
+        A `tf.data.Dataset` of `(image, label)`, as `distorted_mnist`'s.
+
+    Example:
+    >>> digits = load_digits("test")
+    >>> data = distorted_mnist_from_digits("R", "test", digits.images[:8], digits.labels[:8])
+    >>> [tuple(x.shape) for x, _ in data.take(1)]
+    [(28, 28, 1)]
+    """
+    _check_choice("variant", variant, VARIANTS)
+    _check_choice("split", split, SPLITS)
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 3 or images.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE) or len(images) < 1:
+        raise ValueError(
+            "`images` must have shape (N, 28, 28) with N >= 1. "
+            f"Received: images with shape {images.shape}"
+        )
+    if labels.shape != (len(images),):
+        raise ValueError(
+            f"`labels` must have shape ({len(images)},), one per image. "
+            f"Received: labels with shape {labels.shape}"
+        )
+    if batch_size is not None:
+        _check_positive_int("batch_size", batch_size)
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        raise ValueError(f"`seed` must be None or an int. Received: seed={seed!r}")
+    return _pipeline(
+        variant, split, images.astype(np.uint8), labels.astype(np.int64), batch_size, seed
+    )
+
+
 _SOURCE_NAMES = {
     "tfds": "TFDS mnist",
     "bundled": "the 5,000 bundled with keras_stn (TFDS mnist is not prepared here)",

@@ -129,3 +129,41 @@ def test_defaults_are_the_documented_run():
     assert args.variant == "RTS" and args.epochs == 20 and args.batch_size == 64
     assert args.models == ["cnn", "affine", "projective", "tps"]
     assert args.source == "auto" and not args.download
+
+
+def test_defaults_are_the_documented_recipe():
+    example = load_example()
+    args = example.parse_args([])
+    assert args.recipe == example.DEFAULT_RECIPE
+    assert args.recipe.output_size == 28 and args.recipe.antialias is True
+    st = example.build_model("affine", 60).get_layer("st")
+    assert st.output_size == (28, 28) and st.antialias
+    assert example.build_model("affine", 28).get_layer("st").output_size is None
+    changed = example.parse_args(["--no-antialias", "--output-size", "0",
+                                  "--localisation-learning-rate", "0.1"]).recipe
+    st = example.build_model("tps", 42, changed).get_layer("st")
+    assert st.output_size is None and not st.antialias and st.learning_rate_multiplier == 0.1
+
+
+TABLE = os.path.join(ROOT, "examples", "distorted_mnist_table.py")
+
+
+def test_table_smoke_run_resumes_and_judges_each_st_cnn(tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    command = [sys.executable, TABLE, "--smoke", "--variants", "R", "--models", "cnn,affine",
+               "--seeds", "2", "--out-dir", str(tmp_path)]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "[4/4] R ST-CNN Aff seed 1" in first.stdout
+    summary = json.loads((tmp_path / "table.json").read_text())
+    row = summary["R"]["affine"]
+    cnn = summary["R"]["cnn"]
+    assert len(row["errors"]) == 2 and row["mean"] == pytest.approx(np.mean(row["errors"]))
+    assert row["beats_cnn"] == (cnn["mean"] - row["mean"] > max(cnn["range"], row["range"]))
+    assert "| R | ST-CNN Aff |" in (tmp_path / "table.md").read_text()
+    # A second run finds every result in runs.jsonl and trains nothing.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "4 runs, 4 already in" in again.stdout
+    assert "seed 1: test error" not in again.stdout
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 4
