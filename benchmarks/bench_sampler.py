@@ -2,7 +2,9 @@
 
 Every method computes the same thing: an affine grid from theta `(B, 6)` and a
 bilinear read of `(B, H, W, C)` images along it (`align_corners=False`, zeros
-padding, float32). Three modes:
+padding, float32); for the volume shapes, a 3-D affine grid from theta `(B, 12)` and
+a trilinear read of `(B, D, H, W, C)` volumes (torch's 5-D `affine_grid` +
+`grid_sample`; the gather and map_coordinates baselines are 2-D only). Three modes:
 
 - `fwd`: the output only.
 - `fwd+bwd`: the output and the gradients to the images and to theta for a fixed
@@ -27,7 +29,11 @@ calls after two untimed warm-up calls (slow methods get fewer, at least 3). Runs
 GPU unchanged when TensorFlow (and torch) see one.
 
     python benchmarks/bench_sampler.py [--repeats 15] [--shapes 0 2] [--modes fwd]
-        [--skip "map_coords XLA"] [--threads 1]
+        [--skip "map_coords XLA"] [--threads 1] [--batch 1]
+    python benchmarks/bench_sampler.py --shapes 5 6    # the volumes only
+
+`--batch N` gives every shape a batch of N: with `--repeats 3` a quick check that
+the script runs, not a measurement.
 """
 
 import argparse
@@ -57,22 +63,49 @@ try:
 except ImportError:
     torch = None
 
-# (batch, height, width, channels, out_height, out_width): the shapes of issue #5.
+# (batch, height, width, channels, out_height, out_width): the shapes of issue #5;
+# then volumes, (batch, depth, height, width, channels, out_depth, out_height,
+# out_width): the shapes of issue #10.
 SHAPES = [
     (256, 28, 28, 1, 28, 28),
     (128, 60, 60, 1, 30, 30),
     (64, 64, 64, 3, 64, 64),
     (16, 56, 56, 64, 56, 56),
     (8, 224, 224, 3, 224, 224),
+    (8, 32, 32, 32, 1, 32, 32, 32),
+    (2, 48, 48, 48, 4, 32, 32, 32),
 ]
 MODES = ("fwd", "fwd+bwd", "fwd+bwd, grid only")
+
+
+# ------------------------------------------------------------------------ the shapes
+
+
+def rank(shape):
+    """2 for an image shape, 3 for a volume shape."""
+    return (len(shape) - 2) // 2
+
+
+def split(shape):
+    """`(batch, in_sizes, channels, out_sizes)` of a shape of `SHAPES`."""
+    r = rank(shape)
+    return shape[0], tuple(shape[1 : 1 + r]), shape[1 + r], tuple(shape[2 + r :])
+
+
+def with_batch(shape, batch):
+    return (batch,) + tuple(shape[1:]) if batch else tuple(shape)
+
+
+def label(shape):
+    batch, sizes, channels, out = split(shape)
+    return f"{batch}, {'x'.join(map(str, sizes))}x{channels} -> {'x'.join(map(str, out))}"
 
 
 # ------------------------------------------------------------------------ the samplers
 
 
-def stn_sample(images, theta, out_height, out_width):
-    grid = keras_stn.ops.affine_grid(theta, (out_height, out_width))
+def stn_sample(images, theta, *out_sizes):
+    grid = keras_stn.ops.affine_grid(theta, out_sizes)
     return keras_stn.ops.sample(images, grid)
 
 
@@ -162,17 +195,24 @@ def call_overhead_ms():
     slice of its input: the fixed cost inside every TensorFlow figure (a sampler inside
     a compiled training step does not pay it)."""
     empty = tensorflow_call(
-        lambda images, theta, *size: theta[:1, :1], inputs(SHAPES[0]), (1, 1), "fwd", True
+        lambda images, theta, *size: theta[:1, :1], inputs((1, 1, 1, 1, 1, 1)), (1, 1),
+        "fwd", True,
     )
     return 1000 * timing.time_interleaved({"empty": empty}, 51)["empty"]
 
 
+def channels_first(array):
+    return np.ascontiguousarray(np.moveaxis(array, -1, 1))
+
+
 def torch_call(arrays, out_size, mode):
+    """torch's affine_grid + grid_sample: 4-D for images, 5-D for volumes."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     images, theta, upstream = arrays
-    images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
-    upstream = torch.from_numpy(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2))).to(device)
-    theta = torch.from_numpy(theta.reshape(-1, 2, 3)).to(device)
+    r = len(out_size)
+    images = torch.from_numpy(channels_first(images)).to(device)
+    upstream = torch.from_numpy(channels_first(upstream)).to(device)
+    theta = torch.from_numpy(theta.reshape(-1, r, r + 1)).to(device)
     size = (images.shape[0], images.shape[1]) + tuple(out_size)
     functional = torch.nn.functional
 
@@ -206,24 +246,28 @@ def torch_call(arrays, out_size, mode):
 
 
 def inputs(shape, seed=0):
-    batch, height, width, channels, out_height, out_width = shape
+    batch, sizes, channels, out_sizes = split(shape)
+    r = len(sizes)
     rng = np.random.default_rng(seed)
-    images = rng.random((batch, height, width, channels), dtype=np.float32)
+    images = rng.random((batch, *sizes, channels), dtype=np.float32)
     # Near the identity, a few points outside the image: rotations, scales, shifts.
-    identity = np.array([1, 0, 0, 0, 1, 0], np.float32)
-    theta = identity + 0.15 * rng.standard_normal((batch, 6)).astype(np.float32)
-    upstream = rng.standard_normal((batch, out_height, out_width, channels)).astype(np.float32)
+    identity = np.eye(r, r + 1, dtype=np.float32).reshape(-1)
+    theta = identity + 0.15 * rng.standard_normal((batch, identity.size)).astype(np.float32)
+    upstream = rng.standard_normal((batch, *out_sizes, channels)).astype(np.float32)
     return images, theta, upstream
 
 
 def methods(shape, mode, skip):
     arrays = inputs(shape)
-    out_size = shape[4:]
+    out_size = split(shape)[3]
     found = {}
     if torch is not None:
         found["torch"] = torch_call(arrays, out_size, mode)
-    found["gather XLA"] = tensorflow_call(gather_sample, arrays, out_size, mode, True)
-    found["map_coords XLA"] = tensorflow_call(map_coordinates_sample, arrays, out_size, mode, True)
+    if rank(shape) == 2:
+        found["gather XLA"] = tensorflow_call(gather_sample, arrays, out_size, mode, True)
+        found["map_coords XLA"] = tensorflow_call(
+            map_coordinates_sample, arrays, out_size, mode, True
+        )
     found["stn graph"] = tensorflow_call(stn_sample, arrays, out_size, mode, False)
     found["stn XLA"] = tensorflow_call(stn_sample, arrays, out_size, mode, True)
     return {name: call for name, call in found.items() if name not in skip}
@@ -232,22 +276,23 @@ def methods(shape, mode, skip):
 def check_agreement(shape):
     """The methods compute the same output (a benchmark of wrong answers is no use)."""
     images, theta, _ = inputs(shape)
-    out_size = shape[4:]
+    _, sizes, channels, out_size = split(shape)
+    r = len(sizes)
     reference = np.asarray(stn_sample(tf.constant(images), tf.constant(theta), *out_size))
-    others = {"gather": gather_sample(tf.constant(images), tf.constant(theta), *out_size)}
+    others = {}
+    if r == 2:
+        others["gather"] = gather_sample(tf.constant(images), tf.constant(theta), *out_size)
     if torch is not None:
         functional = torch.nn.functional
         grid = functional.affine_grid(
-            torch.from_numpy(theta.reshape(-1, 2, 3)),
-            (shape[0], shape[3]) + tuple(out_size),
+            torch.from_numpy(theta.reshape(-1, r, r + 1)),
+            (shape[0], channels) + tuple(out_size),
             align_corners=False,
         )
         out = functional.grid_sample(
-            torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
-            grid,
-            align_corners=False,
+            torch.from_numpy(channels_first(images)), grid, align_corners=False
         )
-        others["torch"] = out.numpy().transpose(0, 2, 3, 1)
+        others["torch"] = np.moveaxis(out.numpy(), 1, -1)
     for name, out in others.items():
         error = np.max(np.abs(np.asarray(out) - reference))
         if error > 1e-4:
@@ -263,6 +308,8 @@ def main():
     parser.add_argument("--skip", nargs="*", default=[], help="method names to leave out")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads for TensorFlow and torch alike (0: their defaults)")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="every shape's batch size (0: the shape's own)")
     args = parser.parse_args()
     timing.set_threads(args.threads)
 
@@ -271,18 +318,19 @@ def main():
           "torch, or to the gather baseline when torch is absent)")
     print(f"Calling a jit-compiled tf.function that does nothing takes {call_overhead_ms():.2f} "
           "ms here: every TensorFlow figure includes that once.\n")
-    rows = []
-    header = None
+    tables = {}  # one per rank: the volumes have fewer methods
     for index in args.shapes:
-        shape = SHAPES[index]
+        shape = with_batch(SHAPES[index], args.batch)
         check_agreement(shape)
         for mode in args.modes:
             calls = methods(shape, mode, set(args.skip))
             seconds = timing.time_interleaved(calls, args.repeats)
             reference = "torch" if "torch" in seconds else "gather XLA"
-            header = header or ["shape (B, H, W, C -> out)", "mode"] + list(seconds)
-            b, h, w, c, oh, ow = shape
-            row = [f"{b}, {h}x{w}x{c} -> {oh}x{ow}", mode]
+            what = "B, H, W, C" if rank(shape) == 2 else "B, D, H, W, C"
+            header, rows = tables.setdefault(
+                rank(shape), ([f"shape ({what} -> out)", "mode"] + list(seconds), [])
+            )
+            row = [label(shape), mode]
             for name, value in seconds.items():
                 cell = f"{1000 * value:.2f}"
                 if name != reference and reference in seconds:
@@ -290,8 +338,10 @@ def main():
                 row.append(cell)
             rows.append(row)
             print(timing.markdown_table(header, rows[-1:]).splitlines()[-1], flush=True)
-    print(f"\n{timing.load()}\n")
-    print(timing.markdown_table(header, rows))
+    print(f"\n{timing.load()}")
+    for header, rows in tables.values():
+        print()
+        print(timing.markdown_table(header, rows))
 
 
 if __name__ == "__main__":

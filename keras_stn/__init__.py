@@ -13,6 +13,7 @@ from keras_stn import initializers
 from keras_stn import ops
 from keras_stn import transforms
 from keras_stn import visualize
+from keras_stn.layers import DepthProjection
 from keras_stn.layers import GridGenerator
 from keras_stn.layers import Sampler
 from keras_stn.layers import SpatialTransformer
@@ -20,6 +21,7 @@ from keras_stn.layers import SpatialTransformer
 __version__ = "0.1.0"
 
 __all__ = [
+    "DepthProjection",
     "GridGenerator",
     "Sampler",
     "SpatialTransformer",

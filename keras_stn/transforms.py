@@ -53,6 +53,8 @@ class Transform:
 
         Backwards, as everywhere: the output's edges (-1 and +1) read the box's edges.
         Optional: a family without it cannot start from tiles (`tile_parameters`).
+        A volume family reads the box in x and y through the whole depth, as
+        closely as it can.
 
         Args:
             centre: `(x, y)` of the box in the normalised frame [-1, 1]^2.
@@ -153,6 +155,11 @@ class Similarity(_AffineFamily):
 
     def identity(self):
         return np.array([1.0, 0.0, 0.0, 0.0])
+
+    def box_parameters(self, centre, half_size):
+        """As `Attention` in x and y; the one scale shrinks z too: the box's square
+        through the middle of the depth."""
+        return np.array([min(half_size), centre[0], centre[1], 0.0], dtype="float64")
 
     def box_parameters(self, centre, half_size):
         """No rotation, and the attention's scale: the smaller half-size."""
@@ -263,6 +270,10 @@ class Translation3D(_AffineFamily):
     def identity(self):
         return np.zeros(3)
 
+    def box_parameters(self, centre, half_size):
+        """Only the shift in x and y, as `Translation`; z unchanged."""
+        return np.array([centre[0], centre[1], 0.0], dtype="float64")
+
     def affine_matrix(self, theta):
         one, zero = ops.ones_like(theta[:, :1]), ops.zeros_like(theta[:, :1])
         tx, ty, tz = theta[:, :1], theta[:, 1:2], theta[:, 2:]
@@ -280,6 +291,11 @@ class Attention3D(_AffineFamily):
     def identity(self):
         return np.array([1.0, 0.0, 0.0, 0.0])
 
+    def box_parameters(self, centre, half_size):
+        """As `Attention` in x and y; the one scale shrinks z too: the box's square
+        through the middle of the depth."""
+        return np.array([min(half_size), centre[0], centre[1], 0.0], dtype="float64")
+
     def affine_matrix(self, theta):
         s, tx, ty, tz = theta[:, :1], theta[:, 1:2], theta[:, 2:3], theta[:, 3:]
         zero = ops.zeros_like(s)
@@ -296,6 +312,11 @@ class Affine3D(_AffineFamily):
 
     def identity(self):
         return np.eye(3, 4).reshape(-1)
+
+    def box_parameters(self, centre, half_size):
+        """Exact: the box in x and y, the whole depth in z."""
+        (cx, cy), (hw, hh) = centre, half_size
+        return np.array([hw, 0, 0, cx, 0, hh, 0, cy, 0, 0, 1, 0], dtype="float64")
 
     def affine_matrix(self, theta):
         return theta
@@ -369,6 +390,9 @@ def tile_parameters(transform, count):
       1/rows)`), so no two transformers start on overlapping regions;
     - translation: a shift to the tile's centre (it cannot zoom).
 
+    Volume families tile x and y and keep the depth: affine3d reads each tile
+    through the whole depth, attention3d (one scale for x, y and z) its square
+    through the middle of the depth, translation3d shifts to its centre.
     `count=1` is the identity of every family.
 
     Args:

@@ -11,10 +11,12 @@ import pytest
 from keras_stn import initializers
 from keras_stn import ops
 from keras_stn import transforms
+from keras_stn.layers import SpatialTransformer
 from tests.testing import arange_images
 from tests.testing import assert_value_error_names
 
 NAMES = ("translation", "attention", "similarity", "affine", "projective", "tps")
+NAMES_3D = ("translation3d", "attention3d", "affine3d")
 BAD_COUNTS = (0, -1, 2.5, True, "2", None)
 # The four tiles of a 2x2 partition of [-1, 1]^2, row-major from the top left:
 # (x_min, x_max, y_min, y_max).
@@ -140,7 +142,7 @@ def test_tiles_of_a_partition_with_a_spare_tile_leave_it_unused():
     )
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + NAMES_3D)
 def test_one_tile_is_the_identity(name):
     family = transforms.get(name)
     np.testing.assert_allclose(
@@ -148,7 +150,7 @@ def test_one_tile_is_the_identity(name):
     )
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + NAMES_3D)
 def test_tile_parameters_shape_and_dtype(name):
     family = transforms.get(name)
     theta = transforms.tile_parameters(name, 5)
@@ -167,6 +169,47 @@ def test_tps_with_custom_control_points_reads_its_tile():
 @pytest.mark.parametrize("count", BAD_COUNTS)
 def test_exception_tile_parameters_refuses_bad_counts(count):
     assert_value_error_names(lambda: transforms.tile_parameters("affine", count), "count")
+
+
+# ------------------------------------------------------ volumes: x-y tiles, full depth
+
+
+def test_volume_tiles_by_hand():
+    # Four tiles: the x-y quadrants; affine3d keeps the whole depth (z row identity),
+    # attention3d's one scale shrinks z too, translation3d only shifts in x and y.
+    np.testing.assert_array_equal(
+        transforms.tile_parameters("affine3d", 4)[1],
+        [0.5, 0, 0, 0.5, 0, 0.5, 0, -0.5, 0, 0, 1, 0],
+    )
+    np.testing.assert_array_equal(
+        transforms.tile_parameters("attention3d", 4),
+        [[0.5, -0.5, -0.5, 0], [0.5, 0.5, -0.5, 0], [0.5, -0.5, 0.5, 0], [0.5, 0.5, 0.5, 0]],
+    )
+    np.testing.assert_array_equal(
+        transforms.tile_parameters("translation3d", 2), [[-0.5, 0, 0], [0.5, 0, 0]]
+    )
+
+
+def test_four_affine3d_tiles_read_the_four_quadrants_at_every_depth():
+    volumes = arange_images((4, 3, 8, 8, 2))
+    family = transforms.get("affine3d")
+    theta = transforms.tile_parameters(family, 4).astype("float32")
+    out = np.asarray(ops.sample(volumes, family.grid(theta, (3, 4, 4))))
+    quadrants = [volumes[k, :, r:r + 4, c:c + 4] for k, (r, c) in
+                 enumerate([(0, 0), (0, 4), (4, 0), (4, 4)])]
+    np.testing.assert_array_equal(out, np.stack(quadrants))
+
+
+def test_a_volume_transformer_starts_on_its_tiles():
+    # Two transformers on an (1, 3, 4, 8, 1) volume: the left and right halves.
+    volumes = arange_images((1, 3, 4, 8, 1))
+    layer = SpatialTransformer(
+        "affine3d", output_size=(3, 4, 4), num_transformers=2, initial_transform="tiles"
+    )
+    out = np.asarray(layer(volumes))
+    assert out.shape == (1, 3, 4, 4, 2)
+    np.testing.assert_array_equal(out[..., 0], volumes[..., :4, 0])
+    np.testing.assert_array_equal(out[..., 1], volumes[..., 4:, 0])
 
 
 def test_exception_tile_parameters_refuses_an_unknown_family():
@@ -198,7 +241,7 @@ def test_identity_initializer_count_one_is_the_single_identity():
     np.testing.assert_array_equal(bias, [1, 0, 0])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + NAMES_3D)
 def test_tiles_initializer_is_the_flattened_tile_parameters(name):
     family = transforms.get(name)
     bias = values(initializers.TransformTiles(name, 4)((4 * family.num_params,)))

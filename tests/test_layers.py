@@ -23,6 +23,11 @@ def grids(batch, height, width, seed=0):
     return grid.astype("float32")
 
 
+def volume_grids(batch, depth, height, width, seed=0):
+    grid = np.random.default_rng(seed).uniform(-1.1, 1.1, (batch, depth, height, width, 3))
+    return grid.astype("float32")
+
+
 # ---------------------------------------------------------------- the layer test
 
 
@@ -47,6 +52,24 @@ def test_sampler_layer(init_kwargs, images_shape, expected):
     )
 
 
+def test_sampler_layer_on_volumes():
+    testing.run_layer_test(
+        keras_stn.Sampler,
+        {"padding_mode": "border"},
+        [testing.random_images((2, 4, 5, 6, 3)), volume_grids(2, 2, 3, 4)],
+        expected_output_shape=(2, 2, 3, 4, 3),
+    )
+
+
+def test_sampler_layer_on_channels_first_volumes():
+    layer = keras_stn.Sampler(data_format="channels_first")
+    volumes, grid = testing.random_images((2, 3, 4, 5, 6)), volume_grids(2, 3, 4, 3)
+    symbolic = layer([keras.Input((3, 4, 5, 6)), keras.Input((3, 4, 3, 3))])
+    assert tuple(symbolic.shape) == (None, 3, 3, 4, 3)
+    expected = keras_stn.ops.sample(volumes, grid, data_format="channels_first")
+    np.testing.assert_array_equal(layer([volumes, grid]), expected)
+
+
 @pytest.mark.parametrize(
     "transform, theta",
     [
@@ -62,6 +85,21 @@ def test_grid_generator_layer(transform, theta):
         theta,
         expected_output_shape=(2, 5, 6, 2),
         float32_outputs=(0,),  # the grid stays float32 under mixed precision
+    )
+
+
+def test_grid_generator_layer_on_volumes():
+    theta = np.eye(3, 4).reshape(1, 12) + np.random.default_rng(0).normal(0, 0.1, (2, 12))
+    layer = keras_stn.GridGenerator("affine3d", output_size=(3, 4, 5))
+    np.testing.assert_array_equal(
+        layer(theta.astype("float32")), keras_stn.ops.affine_grid(theta.astype("float32"), (3, 4, 5))
+    )
+    testing.run_layer_test(
+        keras_stn.GridGenerator,
+        {"transform": "attention3d", "output_size": (3, 4, 5)},
+        np.array([[0.5, 0.1, 0.0, 0.2], [1.0, 0.0, -0.2, 0.0]], "float32"),
+        expected_output_shape=(2, 3, 4, 5, 3),
+        float32_outputs=(0,),
     )
 
 
@@ -148,6 +186,10 @@ def zeros(*shape):
         (keras_stn.GridGenerator, {"output_size": (0, 3)}, None, "output_size"),
         (keras_stn.GridGenerator, {"transform": "shear", "output_size": (3, 3)}, None, "transform"),
         (keras_stn.GridGenerator, {"output_size": (3, 3)}, zeros(2, 4), "theta"),
+        (keras_stn.GridGenerator, {"transform": "affine3d", "output_size": (3, 3)}, None,
+         "output_size"),
+        (keras_stn.GridGenerator, {"output_size": (3, 3, 3)}, None, "output_size"),
+        (keras_stn.Sampler, {}, [zeros(1, 2, 4, 4, 1), zeros(1, 2, 4, 4, 2)], "grid"),
     ],
 )
 def test_exception_names_the_argument(cls, kwargs, inputs, argument):

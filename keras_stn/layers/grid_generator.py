@@ -17,7 +17,8 @@ class GridGenerator(keras.layers.Layer):
 
     Args:
         transform: a family name or a `keras_stn.transforms.Transform`.
-        output_size: `(out_height, out_width)`, Python ints.
+        output_size: `(out_height, out_width)`, Python ints; `(out_depth,
+            out_height, out_width)` for a volume family (`"affine3d"`, ...).
         align_corners: the frame convention of `keras_stn.ops.sample`.
 
     Call arguments:
@@ -27,7 +28,8 @@ class GridGenerator(keras.layers.Layer):
         `(batch, num_params)`.
 
     Output shape:
-        `(batch, out_height, out_width, 2)`, last axis `(x, y)`.
+        `(batch, out_height, out_width, 2)`, last axis `(x, y)`; for a volume
+        family `(batch, out_depth, out_height, out_width, 3)`, last axis `(x, y, z)`.
 
     Example:
     >>> import numpy as np
@@ -40,14 +42,14 @@ class GridGenerator(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.transform = transforms.get(transform)
-        self.output_size = _checks.check_output_size(output_size)
+        self.output_size = _checks.check_output_size(output_size, ranks=(self.transform.rank,))
         self.align_corners = bool(align_corners)
 
     def call(self, theta):
         return self.transform.grid(theta, self.output_size, self.align_corners)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], *self.output_size, 2)
+        return (input_shape[0], *self.output_size, self.transform.rank)
 
     def compute_output_spec(self, theta):
         float64 = keras.backend.standardize_dtype(theta.dtype) == "float64"

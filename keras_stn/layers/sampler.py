@@ -10,8 +10,9 @@ class Sampler(keras.layers.Layer):
 
     A thin layer over `keras_stn.ops.sample`: bilinear (the paper's kernel) or
     nearest interpolation, zeros / border / reflection padding, differentiable with
-    respect to the images and the grid. The grid is kept in float32 under a mixed
-    precision policy; the output is in the layer's compute dtype.
+    respect to the images and the grid; on volumes too (trilinear). The grid is
+    kept in float32 under a mixed precision policy; the output is in the layer's
+    compute dtype.
 
     Reference: Jaderberg et al., Spatial Transformer Networks, NIPS 2015, sec. 3.3.
 
@@ -28,10 +29,12 @@ class Sampler(keras.layers.Layer):
 
     Input shape:
         images `(batch, height, width, channels)` (channels last), grid
-        `(batch, out_height, out_width, 2)`.
+        `(batch, out_height, out_width, 2)`; or volumes `(batch, depth, height,
+        width, channels)`, grid `(batch, out_depth, out_height, out_width, 3)`.
 
     Output shape:
-        `(batch, out_height, out_width, channels)` (channels last).
+        `(batch, out_height, out_width, channels)` (channels last), or
+        `(batch, out_depth, out_height, out_width, channels)`.
 
     Example:
     >>> import numpy as np
@@ -76,10 +79,10 @@ class Sampler(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         images_shape, grid_shape = _unpack_pair(input_shape)
-        batch, out_height, out_width = grid_shape[0], grid_shape[1], grid_shape[2]
+        batch, out_sizes = grid_shape[0], tuple(grid_shape[1:-1])
         if self.data_format == "channels_first":
-            return (batch, images_shape[1], out_height, out_width)
-        return (batch, out_height, out_width, images_shape[3])
+            return (batch, images_shape[1], *out_sizes)
+        return (batch, *out_sizes, images_shape[-1])
 
     def get_config(self):
         return {

@@ -56,7 +56,8 @@ class SpatialTransformer(keras.layers.Layer):
             transformer k).
         initial_transform: `"identity"` (every transformer starts as the
             identity) or `"tiles"` (transformer k starts on tile k of the input,
-            `keras_stn.initializers.TransformTiles`).
+            `keras_stn.initializers.TransformTiles`; on volumes the tiles cut x and
+            y and keep the depth).
         learning_rate_multiplier: the localisation network and head learn this
             many times as fast as the rest of the model, with any optimizer (the
             paper uses 0.1 on SVHN): each weight `w` is stored as
