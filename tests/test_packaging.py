@@ -1,6 +1,7 @@
 """What `pip install .` ships: the bundled digits, their licence, and light extras."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,5 +64,5 @@ def test_wheel_ships_the_bundled_digits_and_their_licence(tmp_path):
         "test": ("pytest", "tensorflow", "jax", "torch", "tf2onnx", "onnxruntime"),
     }.items():
         lines = [line for line in metadata.splitlines() if f'extra == "{extra}"' in line]
-        names = {line.split()[1].split(">")[0].split("<")[0].split(";")[0] for line in lines}
+        names = {re.split(r"[<>=;!~ ]", line.split()[1])[0] for line in lines}
         assert set(needs) <= names, (extra, names)
