@@ -36,6 +36,7 @@ def test_mkdocs_build_strict(tmp_path):
         "how-it-works/index.html",
         "api/index.html",
         "reproduction/index.html",
+        "volumes/index.html",
     ):
         assert (site / page).exists(), page
     api = (site / "api" / "index.html").read_text()
@@ -45,9 +46,15 @@ def test_mkdocs_build_strict(tmp_path):
         "tps_grid",
         "distorted_mnist",
         "TransformerSnapshots",
+        "DepthProjection",
+        "project_depth",
+        "Affine3D",
     ):
         assert name in api, name
     # The pictures the pages show are in the site.
     how = (site / "how-it-works" / "index.html").read_text()
     for picture in ("three-parts-grid.png", "families-grid.png", "variants.png"):
         assert picture in how and (site / "img" / picture).exists(), picture
+    volumes = (site / "volumes" / "index.html").read_text()
+    assert "volumes-mnist3d-views.png" in volumes
+    assert (site / "img" / "volumes-mnist3d-views.png").exists()
