@@ -46,7 +46,10 @@ def parse_args(argv=None):
     variants = [v.strip() for v in own.variants.split(",") if v.strip()]
     if not variants or any(v not in datasets.VARIANTS for v in variants):
         parser.error(f"--variants must be from {list(datasets.VARIANTS)}; got {own.variants!r}")
-    # Everything else is the example's own flags (models, epochs, recipe, smoke, ...).
+    # Everything else is the example's own flags (models, epochs, recipe, smoke, ...);
+    # the table's models are the CNN and every ST-CNN unless --models says otherwise.
+    if not any(arg == "--models" or arg.startswith("--models=") for arg in rest):
+        rest = rest + ["--models", ",".join(example.MODELS)]
     args = example.parse_args(rest + ["--out-dir", own.out_dir, "--verbose", "0"])
     args.variants = variants
     args.seeds = list(range(own.first_seed, own.first_seed + own.seeds))

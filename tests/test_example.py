@@ -120,14 +120,14 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         load_example().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("RTS", "cnn,affine,projective,tps", "20", "64", "0.001", "auto"):
+    for default in ("RTS", "cnn,affine", "20", "64", "0.001", "auto"):
         assert f"(default: {default})" in text, default
 
 
 def test_defaults_are_the_documented_run():
     args = load_example().parse_args([])
     assert args.variant == "RTS" and args.epochs == 20 and args.batch_size == 64
-    assert args.models == ["cnn", "affine", "projective", "tps"]
+    assert args.models == ["cnn", "affine"]
     assert args.source == "auto" and not args.download
 
 
@@ -135,17 +135,30 @@ def test_defaults_are_the_documented_recipe():
     example = load_example()
     args = example.parse_args([])
     assert args.recipe == example.DEFAULT_RECIPE
-    assert args.recipe.output_size == 28 and args.recipe.antialias is True
-    st = example.build_model("affine", 60).get_layer("st")
-    assert st.output_size == (28, 28) and st.antialias
-    assert example.build_model("affine", 28).get_layer("st").output_size is None
-    changed = example.parse_args(["--no-antialias", "--output-size", "0",
+    assert args.recipe.output_size == 0 and args.recipe.antialias is True
+    for size in (28, 42, 60):  # the transformer keeps every variant's input size
+        st = example.build_model("affine", size).get_layer("st")
+        assert st.output_size is None and st.antialias
+        assert example.build_model("affine", size).output_shape == (None, 10)
+    changed = example.parse_args(["--no-antialias", "--output-size", "28",
                                   "--localisation-learning-rate", "0.1"]).recipe
     st = example.build_model("tps", 42, changed).get_layer("st")
-    assert st.output_size is None and not st.antialias and st.learning_rate_multiplier == 0.1
+    assert st.output_size == (28, 28) and not st.antialias
+    assert st.learning_rate_multiplier == 0.1
+    assert example.build_model("affine", 28, changed).get_layer("st").output_size is None
 
 
 TABLE = os.path.join(ROOT, "examples", "distorted_mnist_table.py")
+
+
+def test_table_trains_every_model_unless_told_otherwise():
+    spec = importlib.util.spec_from_file_location("distorted_mnist_table", TABLE)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.parse_args([]).models == ["cnn", "affine", "projective", "tps"]
+    assert table.parse_args(["--models", "cnn,tps"]).models == ["cnn", "tps"]
+    assert table.parse_args(["--models=affine"]).models == ["affine"]
+    assert table.parse_args([]).recipe == load_example().DEFAULT_RECIPE
 
 
 def test_table_smoke_run_resumes_and_judges_each_st_cnn(tmp_path):
