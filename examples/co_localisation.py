@@ -4,8 +4,8 @@ For one digit class at a time, 100 images of 84x84, each with one digit of that 
 at a random place (T), and with 16 random 6x6 crops of other digits as clutter (TC).
 An attention transformer (scale and shift, 28x28 output) learns to crop the digits
 with no labels and no boxes: a triplet hinge loss (margin 1) on the features of a digit
-classifier pulls the crops of two images together and pushes away a 28x28 patch from
-a random place of the first image. A crop counts as a success when its box overlaps
+classifier pulls the crops of two images together and pushes away a patch of the
+crop's size from a random place of the first image. A crop counts as a success when its box overlaps
 the digit's 28x28 box with an intersection over union above 0.5. Prints the success
 rate per digit beside the paper's Table 5 and saves pictures of the crops.
 
@@ -26,9 +26,11 @@ chosen here):
 - Encoder: conv 9x9 32 - max-pool 2 - conv 9x9 64 - max-pool 2 - dense 10, trained
   with cross-entropy on randomly shifted, scaled and rotated 28x28 digits. Its
   features are its two pooled hidden layers and its logits, concatenated.
-- Transformer: `keras_stn.SpatialTransformer("attention", output_size=(28, 28))`
-  with the paper's localisation network: conv 9x9 8 with stride 4 - max-pool 2 -
-  dense 8 - dense 8 (ReLU), then the package's regression head (3 outputs).
+- Transformer: an attention transformer (`keras_stn.GridGenerator("attention",
+  (28, 28))` and `keras_stn.Sampler`) with the paper's localisation network: conv
+  9x9 8 with stride 4 - max-pool 2 - dense 8 - dense 8 (ReLU), then a head of 3
+  outputs starting at a digit-sized box at the centre, mapped so that the box stays
+  inside the canvas and no smaller than `--min-scale` (`BoxInsideCanvas`).
 """
 
 import argparse
@@ -68,7 +70,20 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
     parser.add_argument("--margin", type=float, default=1.0, help="the triplet hinge's margin")
     parser.add_argument(
-        "--encoder-epochs", type=int, default=8, help="epochs of the digit classifier"
+        "--initial-scale",
+        type=float,
+        default=DIGIT / CANVAS,
+        help="the attention's starting scale: 1/3 is a digit-sized box at the centre",
+    )
+    parser.add_argument(
+        "--min-scale",
+        type=float,
+        default=0.2,
+        help="the smallest box the attention may read, as a fraction of the canvas "
+        "(a digit is 1/3); the box always lies inside the canvas",
+    )
+    parser.add_argument(
+        "--encoder-epochs", type=int, default=4, help="epochs of the digit classifier"
     )
     parser.add_argument(
         "--holdout",
@@ -106,6 +121,12 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be positive; got {value}")
     if args.margin < 0:
         parser.error(f"--margin must be 0 or more; got {args.margin}")
+    if not 0 < args.min_scale < 1:
+        parser.error(f"--min-scale must be in (0, 1); got {args.min_scale}")
+    if not args.min_scale < args.initial_scale < 1:
+        parser.error(
+            f"--initial-scale must be between --min-scale and 1; got {args.initial_scale}"
+        )
     return args
 
 
@@ -174,7 +195,9 @@ def iou(a, b):
 
 
 def build_encoder():
-    """The digit classifier and the model of its features `(batch, 3274)`."""
+    """The digit classifier and the model of its features `(batch, 3274)`: its two
+    pooled hidden layers and its logits, each divided by the square root of its size,
+    the whole of unit length."""
     inputs = keras.Input((DIGIT, DIGIT, 1), name="crop")
     x = keras.layers.Conv2D(32, 9, activation="relu", name="conv1")(inputs)
     hidden1 = keras.layers.MaxPooling2D(2, name="pool1")(x)
@@ -184,7 +207,16 @@ def build_encoder():
     logits = keras.layers.Dense(10, name="logits")(flat2)
     classifier = keras.Model(inputs, logits, name="classifier")
     flat1 = keras.layers.Flatten(name="flatten1")(hidden1)
-    features = keras.layers.Concatenate(name="features")([flat1, flat2, logits])
+    # Each layer's activations divided by the square root of their number, so that
+    # the 3,200 units of the first layer do not drown the 10 logits, and the whole
+    # vector scaled to length 1: squared distances lie in [0, 4], where a margin of 1
+    # means something.
+    blocks = [
+        keras.layers.Rescaling(1.0 / np.sqrt(block.shape[-1]), name=f"scale{k}")(block)
+        for k, block in enumerate((flat1, flat2, logits), start=1)
+    ]
+    features = keras.layers.Concatenate(name="concatenate")(blocks)
+    features = keras.layers.UnitNormalization(name="features")(features)
     return classifier, keras.Model(inputs, features, name="encoder")
 
 
@@ -212,9 +244,42 @@ def train_encoder(classifier, images, labels, epochs, rng):
     return history.history["accuracy"][-1]
 
 
-def build_transformer():
-    """The attention transformer with the paper's localisation network; returns
-    `(crops (batch, 28, 28, 1), theta (batch, 3))`."""
+class BoxInsideCanvas(keras.layers.Layer):
+    """Raw head outputs `(batch, 3)` -> attention theta `[s, tx, ty]` whose box lies
+    inside the canvas: `s = min_scale + (1 - min_scale) * sigmoid(raw_s)` and
+    `t = (1 - s) * tanh(raw_t)`.
+
+    Unconstrained, the triplet loss has two ways out that crop no digit: a box
+    that reads only the zero padding outside the canvas (every crop blank, so two
+    crops are always alike), and a scale at or below zero (a point, or the canvas
+    mirrored). Both happened on every digit class.
+    """
+
+    def __init__(self, min_scale, **kwargs):
+        super().__init__(**kwargs)
+        self.min_scale = min_scale
+
+    def call(self, raw):
+        scale = self.min_scale + (1.0 - self.min_scale) * keras.ops.sigmoid(raw[:, :1])
+        return keras.ops.concatenate([scale, (1.0 - scale) * keras.ops.tanh(raw[:, 1:])], axis=1)
+
+    @staticmethod
+    def raw_for(scale, min_scale):
+        """The raw scale output that gives `scale` (the inverse of the sigmoid)."""
+        fraction = (scale - min_scale) / (1.0 - min_scale)
+        return float(np.log(fraction / (1.0 - fraction)))
+
+
+def build_transformer(initial_scale, min_scale):
+    """The attention transformer with the paper's localisation network, as a model
+    `images -> (crops (batch, 28, 28, 1), theta (batch, 3))`.
+
+    Its head starts at `[initial_scale, 0, 0]`, a square box at the centre, instead
+    of the identity (the whole canvas) that `keras_stn.SpatialTransformer` starts
+    from, and `BoxInsideCanvas` keeps the box inside the canvas; the crops are read
+    by `keras_stn.GridGenerator` and `keras_stn.Sampler`.
+    """
+    images = keras.Input((CANVAS, CANVAS, 1), name="images")
     localisation = keras.Sequential(
         [
             keras.layers.Conv2D(8, 9, strides=4, activation="relu", name="conv"),
@@ -225,37 +290,31 @@ def build_transformer():
         ],
         name="localisation",
     )
-    return keras_stn.SpatialTransformer(
-        "attention",
-        output_size=(DIGIT, DIGIT),
-        localisation=localisation,
-        return_transform=True,
-        name="st",
-    )
-
-
-def random_patches(images, rng):
-    """A 28x28 patch of each image, at a random place inside it."""
-    count = len(images)
-    shift = rng.uniform(-1 + DIGIT / CANVAS, 1 - DIGIT / CANVAS, size=(count, 2))
-    theta = np.concatenate([np.full((count, 1), DIGIT / CANVAS), shift], axis=1)
-    grid = keras_stn.transforms.get("attention").grid(theta.astype("float32"), (DIGIT, DIGIT))
-    return keras_stn.ops.sample(images, grid)
+    head = keras.layers.Dense(3, kernel_initializer="zeros", name="head")
+    raw = head(localisation(images))
+    head.bias.assign([BoxInsideCanvas.raw_for(initial_scale, min_scale), 0.0, 0.0])
+    theta = BoxInsideCanvas(min_scale, name="theta")(raw)
+    grid = keras_stn.GridGenerator("attention", (DIGIT, DIGIT), name="grid")(theta)
+    crops = keras_stn.Sampler(name="sampler")([images, grid])
+    return keras.Model(images, [crops, theta], name="transformer")
 
 
 def co_localise(images, encoder, args, rng):
     """Trains a new transformer on `images` alone; returns its theta on them."""
-    transformer = build_transformer()
-    transformer(images[:1])
+    transformer = build_transformer(args.initial_scale, args.min_scale)
     optimizer = keras.optimizers.Adam(args.learning_rate)
     weights = transformer.trainable_variables
 
     @tf.function
-    def step(anchors, positives, patches):
+    def step(anchors, positives, shifts):
         with tf.GradientTape() as tape:
-            crops = transformer(tf.concat([anchors, positives], axis=0))[0]
+            crops, theta = transformer(tf.concat([anchors, positives], axis=0))
             anchor, positive = tf.split(encoder(crops), 2)
-            negative = encoder(patches)
+            # The negative: the anchor's box, as large as the crop, at a random place.
+            scale = tf.stop_gradient(theta[: tf.shape(anchors)[0], :1])
+            box = tf.concat([scale, shifts * tf.nn.relu(1.0 - scale)], axis=1)
+            grid = keras_stn.transforms.get("attention").grid(box, (DIGIT, DIGIT))
+            negative = encoder(keras_stn.ops.sample(anchors, grid))
             near = tf.reduce_sum(tf.square(anchor - positive), axis=1)
             far = tf.reduce_sum(tf.square(anchor - negative), axis=1)
             loss = tf.reduce_mean(tf.nn.relu(near - far + args.margin))
@@ -263,12 +322,14 @@ def co_localise(images, encoder, args, rng):
         return loss
 
     count = len(images)
+    losses = []
     for _ in range(args.steps):
         n = rng.integers(0, count, args.batch_size)
         m = (n + rng.integers(1, count, args.batch_size)) % count  # another image
-        step(images[n], images[m], random_patches(images[n], rng))
+        shifts = rng.uniform(-1.0, 1.0, size=(args.batch_size, 2)).astype("float32")
+        losses.append(float(step(images[n], images[m], shifts)))
     _, theta = transformer(images)
-    return keras.ops.convert_to_numpy(theta), transformer
+    return keras.ops.convert_to_numpy(theta), losses
 
 
 # ----------------------------------------------------------------------- the run
@@ -312,14 +373,16 @@ def main(argv=None):
         for digit in args.digits:
             members = np.flatnonzero(pool[1] == digit)[: args.images]
             images, boxes = make_images(pool[0][members], encoder_images, setting == "TC", rng)
-            theta, _ = co_localise(images, encoder, args, rng)
+            theta, losses = co_localise(images, encoder, args, rng)
             overlap = iou(attention_boxes(theta), boxes)
             rates[setting][digit] = 100.0 * float(np.mean(overlap > 0.5))
             mean_iou[setting][digit] = float(np.mean(overlap))
             shown[setting, digit] = (images[:4], boxes[:4], theta[:4])
             print(
                 f"{setting} digit {digit}: {rates[setting][digit]:.0f}% localised "
-                f"(mean IoU {mean_iou[setting][digit]:.2f}, scale {np.median(theta[:, 0]):.2f})",
+                f"(mean IoU {mean_iou[setting][digit]:.2f}, median scale "
+                f"{np.median(theta[:, 0]):.2f}, loss {np.mean(losses[:20]):.2f} -> "
+                f"{np.mean(losses[-20:]):.2f})",
                 flush=True,
             )
         seconds[setting] = time.time() - tic

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -83,7 +84,8 @@ def test_iou_by_hand():
 
 @pytest.mark.parametrize(
     "args", [("--settings", "T,X"), ("--settings", ","), ("--digits", "1,10"),
-             ("--digits", "a"), ("--steps", "0"), ("--margin", "-1")]
+             ("--digits", "a"), ("--steps", "0"), ("--margin", "-1"), ("--min-scale", "1"),
+             ("--initial-scale", "0.1")]
 )
 def test_bad_flags_are_refused(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -95,3 +97,19 @@ def test_defaults_are_the_documented_run():
     args = load_example().parse_args([])
     assert args.settings == ["T", "TC"] and args.digits == list(range(10))
     assert args.margin == 1.0 and args.images == 100
+
+
+def test_the_box_stays_inside_the_canvas_and_starts_where_asked():
+    example = load_example()
+    layer = example.BoxInsideCanvas(0.2)
+    raw = np.array([[-50.0, 50.0, -50.0], [50.0, 3.0, 0.0], [0.0, 0.0, 0.0]], "float32")
+    theta = keras.ops.convert_to_numpy(layer(raw))
+    s, t = theta[:, 0], theta[:, 1:]
+    np.testing.assert_allclose(s, [0.2, 1.0, 0.6], atol=1e-6)  # min, max, the middle
+    assert np.all(np.abs(t) <= 1 - s[:, None] + 1e-6)  # |t| + s <= 1: inside
+    np.testing.assert_allclose(t[0], [0.8, -0.8], atol=1e-6)  # pushed to the corner
+    boxes = example.attention_boxes(theta)
+    assert boxes.min() >= -1e-4 and boxes.max() <= 84 + 1e-4
+    model = example.build_transformer(1 / 3, 0.2)
+    _, start = model(np.random.default_rng(0).uniform(size=(2, 84, 84, 1)).astype("float32"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(start), [[1 / 3, 0, 0]] * 2, atol=1e-6)

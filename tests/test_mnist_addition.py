@@ -84,7 +84,7 @@ def test_two_transformers_start_where_the_initializer_says(initial):
                 else [[0.5, 0, -0.5, 0, 1, 0], [0.5, 0, 0.5, 0, 1, 0]])
     np.testing.assert_allclose(theta, np.broadcast_to(expected, (3, 2, 6)), atol=1e-6)
     # Four output channels: transformer 1 on both channels, then transformer 2.
-    st = keras.Model(model.input, model.get_layer("st").output)(pairs)
+    st = keras.Model(model.input, model.get_layer("st").output[0])(pairs)
     assert tuple(st.shape) == (3, 28, 28, 4)
 
 
@@ -101,4 +101,5 @@ def test_bad_flags_are_refused(args, capsys):
 def test_defaults_are_the_documented_run():
     args = load_example().parse_args([])
     assert args.models == ["fcn", "cnn", "2st"]
-    assert args.epochs == 20 and args.batch_size == 64 and args.holdout == 0
+    assert args.epochs == 10 and args.pairs == 16000 and args.batch_size == 64
+    assert args.holdout == 0
