@@ -134,6 +134,40 @@ def variants():
     )
 
 
+def tiles(digits):
+    """Where several transformers start with `TransformTiles`: one 56x56 image of four
+    digits, the regions read by N transformers of a few families."""
+    from matplotlib.figure import Figure
+
+    canvas = np.zeros((56, 56), "float32")
+    for k, digit in enumerate(digits[:4]):
+        row, column = divmod(k, 2)
+        canvas[28 * row : 28 * row + 28, 28 * column : 28 * column + 28] = digit
+    cases = [("affine", 2), ("affine", 4), ("attention", 2), ("attention", 3), ("tps", 4)]
+    colours = ("tab:orange", "tab:blue", "tab:green", "tab:red")
+    figure = Figure(figsize=(len(cases) * 1.6, 1.9))
+    for index, (name, count) in enumerate(cases):
+        family = transforms.get(name)
+        theta = transforms.tile_parameters(family, count).astype("float32")
+        # The outline joins the centres of the outer output pixels: just inside the region.
+        grid = np.asarray(family.grid(theta, (8, 8)))
+        axes = figure.add_subplot(1, len(cases), index + 1)
+        axes.imshow(canvas, cmap="gray", vmin=0, vmax=1)
+        for k in range(count):
+            edge = np.concatenate([grid[k, 0], grid[k, :, -1], grid[k, -1, ::-1], grid[k, ::-1, 0]])
+            points = visualize.grid_to_pixels(edge, (56, 56))
+            axes.plot(points[:, 0], points[:, 1], color=colours[k], linewidth=1.5)
+            centre = visualize.grid_to_pixels(grid[k].mean(axis=(0, 1)), (56, 56))
+            axes.text(*centre, str(k), color=colours[k], fontsize=9, ha="center", va="center")
+        axes.set_xlim(-0.5, 55.5)
+        axes.set_ylim(55.5, -0.5)
+        axes.set_xticks([])
+        axes.set_yticks([])
+        axes.set_title(f"{name}, {count}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(os.path.join(IMG, "tiles.png"), dpi=90)
+
+
 def main():
     os.makedirs(IMG, exist_ok=True)
     digits = datasets.load_digits("test", source="bundled").images[:4].astype("float32") / 255.0
@@ -141,8 +175,10 @@ def main():
     conventions()
     families(digits[2, :, :, None])
     variants()
+    tiles(digits)
     for name in sorted(os.listdir(IMG)):
-        if not name.startswith("reproduction-"):  # Those come from the example's run.
+        # Those come from the examples' runs.
+        if not name.startswith(("reproduction-", "addition-", "co-localisation-")):
             shrink(os.path.join(IMG, name))
         print(os.path.join("docs", "img", name), os.path.getsize(os.path.join(IMG, name)), "bytes")
 

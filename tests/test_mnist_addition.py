@@ -1,0 +1,105 @@
+"""The MNIST addition example (paper appendix A.1) in its smoke mode, and its parts:
+the two-digit data, the flags, the 2xST model's output channels."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "examples", "mnist_addition.py")
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("mnist_addition_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_smoke_run_trains_every_model_prints_the_table_and_draws_the_transformers(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run(
+        [sys.executable, EXAMPLE, "--smoke", "--models", "fcn,cnn,st,2st", "--out-dir", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for label, paper in (("FCN", 47.7), ("CNN", 14.7), ("ST-FCN", 18.5), ("2xST-FCN", 5.8)):
+        assert f"| {label} | " in result.stdout and f"| {paper} |" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["errors"]) == {"fcn", "cnn", "st", "2st"}
+    assert all(0 <= e <= 100 for e in results["errors"].values())
+    assert results["evaluated_on"].endswith("test digits")
+    assert (out / "results.md").read_text().startswith("MNIST addition")
+    assert (out / "addition_2st.png").stat().st_size > 2000
+    assert "results.md, results.json, addition_2st.png" in result.stdout
+
+
+def test_pairs_hold_two_independently_placed_digits_and_their_sum():
+    example = load_example()
+    digits = np.zeros((3, 28, 28), "uint8")
+    digits[:, 4:24, 10:18] = 255  # a bar, so the digit's ink is easy to find
+    labels = np.array([2, 5, 9])
+    pairs, sums, which = example.make_pairs(digits, labels, 64, np.random.default_rng(0))
+    assert pairs.shape == (64, 42, 42, 2) and pairs.dtype == np.float32
+    assert sums.dtype == np.int64
+    np.testing.assert_array_equal(sums, labels[which[:, 0]] + labels[which[:, 1]])
+    assert 0.0 <= pairs.min() and pairs.max() <= 1.0
+    # Every channel has its digit (a scaled 20x8 bar: at least 0.7^2 * 160 pixels of ink) ...
+    ink = (pairs > 0.5).sum(axis=(1, 2))
+    assert ink.min() >= 60
+    # ... and the two channels are distorted independently: their ink is elsewhere.
+    centres = [np.argwhere(pair[..., c] > 0.5).mean(axis=0) for pair in pairs for c in (0, 1)]
+    centres = np.array(centres).reshape(64, 2, 2)
+    assert np.median(np.abs(centres[:, 0] - centres[:, 1]).sum(axis=1)) > 3
+
+
+def test_test_pairs_are_the_same_for_the_same_seed():
+    example = load_example()
+    digits = np.random.default_rng(1).integers(0, 256, (10, 28, 28)).astype("uint8")
+    labels = np.arange(10)
+    first = example.make_pairs(digits, labels, 8, np.random.default_rng(5))
+    again = example.make_pairs(digits, labels, 8, np.random.default_rng(5))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("initial", ["identity", "tiles"])
+def test_two_transformers_start_where_the_initializer_says(initial):
+    example = load_example()
+    args = example.parse_args(["--initial", initial])
+    model = example.build_model("2st", args)
+    assert model.output_shape == (None, 19)
+    pairs = np.random.default_rng(0).uniform(size=(3, 42, 42, 2)).astype("float32")
+    theta = example.transformer_thetas(model, pairs)
+    expected = ([[1, 0, 0, 0, 1, 0]] * 2 if initial == "identity"
+                else [[0.5, 0, -0.5, 0, 1, 0], [0.5, 0, 0.5, 0, 1, 0]])
+    np.testing.assert_allclose(theta, np.broadcast_to(expected, (3, 2, 6)), atol=1e-6)
+    # Four output channels: transformer 1 on both channels, then transformer 2.
+    st = keras.Model(model.input, model.get_layer("st").output[0])(pairs)
+    assert tuple(st.shape) == (3, 28, 28, 4)
+
+
+@pytest.mark.parametrize(
+    "args", [("--models", "cnn,rnn"), ("--models", ","), ("--epochs", "0"),
+             ("--holdout", "-1"), ("--initial", "random"), ("--st-size", "0")]
+)
+def test_bad_flags_are_refused(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_example().parse_args(list(args))
+    assert exit_info.value.code == 2 and "error" in capsys.readouterr().err
+
+
+def test_defaults_are_the_documented_run():
+    args = load_example().parse_args([])
+    assert args.models == ["fcn", "cnn", "2st"]
+    assert args.epochs == 10 and args.pairs == 16000 and args.batch_size == 64
+    assert args.holdout == 0
