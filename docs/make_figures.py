@@ -178,7 +178,7 @@ def main():
     tiles(digits)
     for name in sorted(os.listdir(IMG)):
         # Those come from the examples' runs.
-        if not name.startswith(("reproduction-", "addition-", "co-localisation-")):
+        if not name.startswith(("reproduction-", "co-localisation-")):
             shrink(os.path.join(IMG, name))
         print(os.path.join("docs", "img", name), os.path.getsize(os.path.join(IMG, name)), "bytes")
 

@@ -14,7 +14,8 @@ ranges)?
 Results go to `--out-dir` (`runs/table` by default): one line per run in
 `runs.jsonl` (a rerun with the same flags skips the runs already there, so an
 interrupted table resumes), and the table in `table.md` and `table.json`. On a 2-core
-CPU a run takes 2 to 6 minutes: the default table takes several hours.
+CPU a run takes 1 to 30 minutes (TC's, at 60x60, the longest): the default table
+takes several hours.
 """
 
 import argparse

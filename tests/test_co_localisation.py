@@ -1,7 +1,6 @@
 """The co-localisation example (paper appendix A.2) in its smoke mode, and its parts:
 the canvases and their boxes, the transformer's box, intersection over union."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,14 @@ import keras
 import numpy as np
 import pytest
 
+from tests import testing
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "co_localisation.py")
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("co_localisation_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return testing.load_script(EXAMPLE)
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """The main example, end to end, in its smoke mode (a few steps on a few digits)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "distorted_mnist.py")
@@ -81,10 +82,7 @@ def test_other_variant_and_models(tmp_path):
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("distorted_mnist_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return testing.load_script(EXAMPLE)
 
 
 def test_pictures_show_all_sixteen_digits_with_titles(tmp_path, monkeypatch):
@@ -153,9 +151,7 @@ TABLE = os.path.join(ROOT, "examples", "distorted_mnist_table.py")
 
 
 def test_table_trains_every_model_unless_told_otherwise():
-    spec = importlib.util.spec_from_file_location("distorted_mnist_table", TABLE)
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    table = testing.load_script(TABLE)
     assert table.parse_args([]).models == ["cnn", "affine", "projective", "tps"]
     assert table.parse_args(["--models", "cnn,tps"]).models == ["cnn", "tps"]
     assert table.parse_args(["--models=affine"]).models == ["affine"]

@@ -1,7 +1,6 @@
 """The 3-D MNIST example: its volumes against hand-placed digits, its flags, and a
 smoke run end to end in a fresh interpreter."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "mnist_3d.py")
@@ -26,10 +27,7 @@ def run(*args, cwd):
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("mnist_3d_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return testing.load_script(EXAMPLE)
 
 
 def upright(count=1):

@@ -1,7 +1,6 @@
 """The MNIST addition example (paper appendix A.1) in its smoke mode, and its parts:
 the two-digit data, the flags, the 2xST model's output channels."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,14 @@ import keras
 import numpy as np
 import pytest
 
+from tests import testing
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "mnist_addition.py")
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("mnist_addition_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return testing.load_script(EXAMPLE)
 
 
 @pytest.mark.slow

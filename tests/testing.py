@@ -7,6 +7,7 @@ a fresh one, and compares classes and outputs.
 """
 
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +22,15 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+
+
+def load_script(path):
+    """Imports a script (an example, which is not a package module) from its path."""
+    name = os.path.splitext(os.path.basename(path))[0] + "_under_test"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def random_images(shape, seed=0):
