@@ -4,8 +4,9 @@ The same work as `bench_sampler.py` (affine grid + bilinear read, zeros padding,
 `align_corners=False`, float32; `fwd`, `fwd+bwd`, `fwd+bwd, grid only`) on the same
 shapes, once per backend, each in its own interpreter (Keras picks its backend once):
 
-- TensorFlow: `stn graph` (`tf.function`, Keras' CPU default and what a SavedModel
-  serves) and `stn XLA` (`jit_compile=True`).
+- TensorFlow: `stn graph` (`tf.function`: what a SavedModel serves), `stn fit graph`
+  (`tf.function` around `sample_compiled`: what the layers run while training
+  without XLA, Keras' CPU default) and `stn XLA` (`jit_compile=True`).
 - JAX: `stn jax` (`jax.jit`, as Keras runs every JAX step).
 - PyTorch: `stn torch` (eager, as Keras' torch backend runs by default).
 
@@ -48,6 +49,8 @@ def worker(args):
                 sample = bench_sampler.stn_sample
                 calls["stn graph"] = bench_sampler.tensorflow_call(
                     sample, arrays, out_size, mode, False)
+                calls["stn fit graph"] = bench_sampler.tensorflow_call(
+                    bench_sampler.stn_sample_compiled, arrays, out_size, mode, False)
                 calls["stn XLA"] = bench_sampler.tensorflow_call(
                     sample, arrays, out_size, mode, True)
             elif backend == "jax":
@@ -170,7 +173,7 @@ def main():
     import bench_sampler
     import timing
 
-    names = [n for n in ("stn graph", "stn XLA", "stn jax", "stn torch")
+    names = [n for n in ("stn graph", "stn fit graph", "stn XLA", "stn jax", "stn torch")
              if any(n in row for row in rows.values())]
     header = ["shape (B, H, W, C -> out)", "mode", "torch (median of runs)"] + names
     table = []

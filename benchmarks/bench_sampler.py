@@ -20,7 +20,11 @@ Methods:
   sum) under `tf.function(jit_compile=True)`, left to autodiff: the baseline.
 - `map_coords XLA`: `keras.ops.image.map_coordinates(order=1)` under XLA.
 - `stn graph` / `stn XLA`: `keras_stn.ops.affine_grid` + `keras_stn.ops.sample`
-  under `tf.function` without and with `jit_compile=True`.
+  under `tf.function` without and with `jit_compile=True`. `stn graph` is what a
+  SavedModel serves and what Keras runs without XLA for inference.
+- `stn fit graph`: the same `tf.function` without `jit_compile`, reading through
+  `keras_stn.ops.sample_compiled` (the sampler as one XLA function): what the layers
+  run while training when the model is not compiled with XLA (Keras' CPU default).
 
 The methods take turns in one process, round after round, each in a block of four
 calls of which the last three are timed (the first wakes its library's threads, as
@@ -107,6 +111,11 @@ def label(shape):
 def stn_sample(images, theta, *out_sizes):
     grid = keras_stn.ops.affine_grid(theta, out_sizes)
     return keras_stn.ops.sample(images, grid)
+
+
+def stn_sample_compiled(images, theta, *out_sizes):
+    grid = keras_stn.ops.affine_grid(theta, out_sizes)
+    return keras_stn.ops.sample_compiled(images, grid)
 
 
 def gather_sample(images, theta, out_height, out_width):
@@ -269,6 +278,7 @@ def methods(shape, mode, skip):
             map_coordinates_sample, arrays, out_size, mode, True
         )
     found["stn graph"] = tensorflow_call(stn_sample, arrays, out_size, mode, False)
+    found["stn fit graph"] = tensorflow_call(stn_sample_compiled, arrays, out_size, mode, False)
     found["stn XLA"] = tensorflow_call(stn_sample, arrays, out_size, mode, True)
     return {name: call for name, call in found.items() if name not in skip}
 

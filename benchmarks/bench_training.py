@@ -16,6 +16,9 @@ convolutions with ReLU, 32 then 64 filters, each followed by 2x2 max-pooling, th
   `examples/distorted_mnist.py` does for RTS; its CNN sees 28x28.
 - `ST-CNN, no sampler`: the ST-CNN with the sampler replaced by a pass-through that
   keeps theta in the graph: what the localisation network and the grid cost alone.
+- `ST-CNN, sampler op by op` (`--no-xla` only): the ST-CNN with its sampler run op by
+  op, as inference graphs run it, instead of as one XLA function
+  (`keras_stn.ops.sample_compiled`, what the layer trains through without XLA).
 - `CNN, input gradient`: the CNN behind a layer that adds one trainable scalar to its
   input, so that its first convolution computes the gradient to its input, as it must
   behind any transformer: the floor under every ST-CNN.
@@ -147,14 +150,25 @@ def main():
     for name, model in models.items():
         steps[name] = lambda model=model: model.train_on_batch(images, labels)
         steps[name]()  # traced and compiled with the real sampler
-    real_sample = spatial_transformer.sampling.sample
-    spatial_transformer.sampling.sample = pass_through
-    try:
-        model = build(keras_stn.SpatialTransformer(), jit)
-        steps["ST-CNN, no sampler"] = lambda: model.train_on_batch(images, labels)
-        steps["ST-CNN, no sampler"]()
-    finally:
-        spatial_transformer.sampling.sample = real_sample
+    sampling = spatial_transformer.sampling
+    plain = sampling.sample
+
+    def traced_with(name, read):
+        """An ST-CNN whose transformer reads through `read` while it is traced."""
+        saved = sampling.sample, sampling.sample_compiled
+        sampling.sample = sampling.sample_compiled = read
+        try:
+            model = build(keras_stn.SpatialTransformer(), jit)
+            steps[name] = lambda: model.train_on_batch(images, labels)
+            steps[name]()
+        finally:
+            sampling.sample, sampling.sample_compiled = saved
+
+    traced_with("ST-CNN, no sampler", pass_through)
+    if not jit:
+        # Without XLA the layer trains through `sample_compiled`; op by op is what it
+        # did before, and what inference graphs still run.
+        traced_with("ST-CNN, sampler op by op", plain)
 
     def step(function):
         def call():

@@ -26,6 +26,9 @@ class Sampler(keras.layers.Layer):
 
     Call arguments:
         inputs: a list `[images, grid]`.
+        training: while training, on TensorFlow, the sampler runs as one XLA
+            function (`keras_stn.ops.sample_compiled`), also when the model is not
+            compiled with XLA.
 
     Input shape:
         images `(batch, height, width, channels)` (channels last), grid
@@ -64,11 +67,13 @@ class Sampler(keras.layers.Layer):
         self.align_corners = bool(align_corners)
         self.data_format = _checks.check_data_format(data_format)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         images, grid = _unpack_pair(inputs)
         if _checks.is_float(images.dtype):
             images = keras.ops.cast(images, self.compute_dtype)
-        return sampling.sample(
+        # While training, one XLA function on TensorFlow (see `sample_compiled`).
+        read = sampling.sample_compiled if training else sampling.sample
+        return read(
             images,
             grid,
             interpolation=self.interpolation,

@@ -79,7 +79,10 @@ class SpatialTransformer(keras.layers.Layer):
         inputs: one image tensor, localised and sampled; or a list
             `[to_sample, to_localise]`: theta is computed from `to_localise` (a
             downsampled copy, a feature map) and `to_sample` is sampled.
-        training: passed to the localisation network.
+        training: passed to the localisation network; while training, on
+            TensorFlow, the sampler runs as one XLA function
+            (`keras_stn.ops.sample_compiled`), also when the model is not compiled
+            with XLA.
 
     Input shape:
         `(batch, height, width, channels)` (channels last) or `(batch, depth,
@@ -300,12 +303,14 @@ class SpatialTransformer(keras.layers.Layer):
         to_sample, _ = self._split(inputs)
         theta = self.localise(inputs, training=training)
         thetas = [theta] if self.num_transformers == 1 else keras.ops.unstack(theta, axis=1)
+        # While training, one XLA function on TensorFlow (see `sample_compiled`).
+        read = sampling.sample_compiled if training else sampling.sample
         grids, outputs = [], []
         for single in thetas:
             grid = self.transform.grid(single, self._sample_size, self.align_corners)
             grids.append(grid)
             outputs.append(
-                sampling.sample(
+                read(
                     to_sample,
                     grid,
                     interpolation=self.interpolation,

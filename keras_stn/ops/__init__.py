@@ -7,6 +7,7 @@ from keras_stn.ops.grids import target_coordinates
 from keras_stn.ops.grids import tps_grid
 from keras_stn.ops.projection import project_depth
 from keras_stn.ops.sampling import sample
+from keras_stn.ops.sampling import sample_compiled
 from keras_stn.ops.sampling import validity_mask
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "project_depth",
     "projective_grid",
     "sample",
+    "sample_compiled",
     "target_coordinates",
     "tps_grid",
     "validity_mask",

@@ -156,6 +156,70 @@ def sample(
     return output
 
 
+def sample_compiled(images, grid, **options):
+    """`sample`, compiled with XLA as one function on the TensorFlow backend.
+
+    The layers read through this while training. Keras trains without XLA on a CPU
+    by default (`jit_compile="auto"` picks XLA only on a GPU), and op by op the
+    sampler's few dozen elementwise steps and gathers each make a pass over memory;
+    compiled, they fuse into a few loops (see docs/benchmarks.md). Inside a function
+    that is already compiled with XLA this is plain `sample`, as it is on the JAX
+    (always compiled) and PyTorch backends. Graphs traced for inference, exported
+    SavedModels included, keep the plain ops: TensorFlow Serving runs XLA on a CPU
+    only when it is started with `--xla_cpu_compilation_enabled`.
+
+    Args and returns: those of `sample` (`options` are its keyword arguments).
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_stn import ops
+    >>> images = np.arange(12, dtype="float32").reshape(1, 3, 4, 1)
+    >>> identity = ops.affine_grid(np.array([[1, 0, 0, 0, 1, 0]], "float32"), (3, 4))
+    >>> bool(np.all(ops.sample_compiled(images, identity) == images))
+    True
+    """
+    if keras.backend.backend() != "tensorflow" or _inside_xla():
+        return sample(images, grid, **options)
+    try:
+        key = tuple(sorted((name, _hashable(value)) for name, value in options.items()))
+        hash(key)
+    except TypeError:  # a tensor as fill_value, say: left to `sample` as it is
+        return sample(images, grid, **options)
+    return _compiled_sampler(key)(images, grid)
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(np.asarray(value).reshape(-1).tolist())
+    return value
+
+
+def _inside_xla():
+    """Whether the graph being traced is itself compiled with XLA (or cannot tell).
+
+    There the sampler is compiled with the rest; an XLA function nested in it would
+    make TensorFlow treat the whole step's inputs as compile-time constants and
+    recompile it for every batch. TensorFlow has no public test for this; its own
+    `tf.function` uses the one below.
+    """
+    try:
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):  # the plain ops are always safe
+        return True
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_sampler(options):
+    import tensorflow as tf  # only on the TensorFlow backend
+
+    return tf.function(
+        functools.partial(sample, **dict(options)), jit_compile=True, autograph=False
+    )
+
+
 def validity_mask(grid, image_size, interpolation="bilinear", align_corners=False):
     """How much of each output point is read from inside the image, in [0, 1].
 
@@ -239,19 +303,21 @@ def _sample_channels_last(images, grid, interpolation, padding_mode, align_corne
         # image side off; 0.1 % more than one pixel is not a shrink worth a blur.
         tolerance = 1e-3 + 8 * _EPSILON[dtype] * max(static_sizes)
         level = _mip_level(coords, len(_level_sizes(static_sizes)) - 1, tolerance)
-    coords = _prepare(coords, sizes, padding_mode, align_corners, dtype)
+    zero_outside = padding_mode in ("zeros", "constant")
+    if zero_outside and not antialias:
+        # NaN onto the line just outside; points a pixel or more outside (infinite
+        # ones too) onto that line (see `_clip_outside`).
+        coords = [_clip_outside(_replace_nan(c, -1.0), size, dtype)
+                  for c, size in zip(coords, sizes)]
+    else:
+        coords = _prepare(coords, sizes, padding_mode, align_corners, dtype)
     # The images are padded with one line before and two after each axis, read as 0
     # (or `fill`): every tap of a point in [-1, size] is then a plain read.
     padded = _pad_images(images, fill, dtype)
-    zero_outside = padding_mode in ("zeros", "constant")
     if interpolation == "nearest":
-        if zero_outside:
-            coords = [_clip_outside(c, size, dtype) for c, size in zip(coords, sizes)]
         return _nearest(padded, coords)
     if antialias:
         return _mip_sample(images, padded, coords, level, fill, zero_outside, dtype)
-    if zero_outside:
-        coords = [_clip_outside(c, size, dtype) for c, size in zip(coords, sizes)]
     return ops.cast(_interpolate(padded, *coords), images.dtype)
 
 
@@ -262,8 +328,9 @@ def _pixel_coordinates(grid, sizes, align_corners, dtype):
     coordinate first.
     """
     rank = len(sizes)
+    xyz = ops.unstack(grid, rank, axis=-1)
     return [
-        _to_pixels(grid[..., rank - 1 - axis], sizes[axis], align_corners, dtype)
+        _to_pixels(xyz[rank - 1 - axis], sizes[axis], align_corners, dtype)
         for axis in range(rank)
     ]
 
@@ -281,8 +348,9 @@ def _prepare(coords, sizes, padding_mode, align_corners, dtype):
 
     `"zeros"` / `"constant"`: a NaN coordinate moves to -1, just outside, and an
     infinite one to the largest finite float, so the point reads only padding
-    whatever its other coordinates; `_clip_outside` later brings far-away points next
-    to the image. `"border"` / `"reflection"`: coordinates are clipped (reflected,
+    whatever its other coordinates (the anti-aliased read clips far-away points next
+    to each level; the plain reads clip with `_clip_outside` instead of calling
+    this). `"border"` / `"reflection"`: coordinates are clipped (reflected,
     then clipped) into the image, as torch does, and a point with any non-finite
     coordinate moves to -1 on every axis.
     """
@@ -427,16 +495,32 @@ def _corners(coords, strides, base):
 
 
 def _read(flat, index, offsets, dtype):
-    return [ops.cast(ops.take(flat, index + offset, axis=0), dtype) for offset in offsets]
+    return [ops.cast(_gather_rows(flat, index + offset), dtype) for offset in offsets]
+
+
+def _gather_rows(flat, index):
+    """`flat[index]` for indices known to be in range: `ops.take` without its wrap.
+
+    `ops.take` first maps negative indices (a compare, an add and a select over every
+    index); op by op, that triples the cost of each read on TensorFlow and PyTorch.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.gather(flat, index, axis=0)
+    if backend == "torch":
+        return flat[index]
+    return ops.take(flat, index, axis=0)
 
 
 def _blend(values, fractions):
     """Multilinear interpolation of the 2 ** rank tap values, first axis outermost."""
     if not fractions:
         return values[0]
-    fraction, half = fractions[0][..., None], len(values) // 2
+    fraction, half = ops.expand_dims(fractions[0], -1), len(values) // 2
     low, high = _blend(values[:half], fractions[1:]), _blend(values[half:], fractions[1:])
-    return (1.0 - fraction) * low + fraction * high
+    return low + fraction * (high - low)
 
 
 def _slope(sums, fractions, axis):
@@ -554,7 +638,7 @@ def _interpolate(padded, *coords):
                                     layout.base())
         values = _read(flat, index, layout.offsets, dtype)
         coordinate_grads = _coordinate_gradients(upstream, values, fractions)
-        updates = [w[..., None] * upstream for w in _tap_weights(fractions)]
+        updates = [ops.expand_dims(w, -1) * upstream for w in _tap_weights(fractions)]
         block = _uses_block_scatter(tuple(padded.shape), tuple(coords[0].shape))
         padded_grad = _scatter(updates, index, layout.offsets, layout.size, block)
         padded_grad = ops.reshape(ops.cast(padded_grad, padded.dtype), ops.shape(padded))
@@ -597,7 +681,7 @@ def _nearest(padded, coords):
     rounded = [ops.stop_gradient(ops.round(c)) for c in coords]
     index, _ = _corners(rounded, layout.strides, layout.base())
     flat = ops.reshape(padded, (layout.size, layout.channels))
-    return ops.take(flat, index, axis=0)
+    return _gather_rows(flat, index)
 
 
 # ------------------------------------------------------------------ anti-aliasing
@@ -763,7 +847,7 @@ def _level_kernel(sizes):
             index, fractions = _corners([c / one for c in coords], strides, base)
             values = _read(flat, index, offsets, dtype)
             coordinate_grads = _coordinate_gradients(upstream, values, fractions)
-            updates = [w[..., None] * upstream for w in _tap_weights(fractions)]
+            updates = [ops.expand_dims(w, -1) * upstream for w in _tap_weights(fractions)]
             size = ops.shape(flat)[0]
             buffer_grad = _scatter(updates, index, offsets, size, block=False)
             buffer_grad = ops.reshape(ops.cast(buffer_grad, buffer.dtype), ops.shape(buffer))
