@@ -180,6 +180,9 @@ def sample_compiled(images, grid, **options):
     """
     if keras.backend.backend() != "tensorflow" or _inside_xla():
         return sample(images, grid, **options)
+    images, grid = ops.convert_to_tensor(images), ops.convert_to_tensor(grid)
+    if not (_checks.is_float(images.dtype) and _checks.is_float(grid.dtype)):
+        return sample(images, grid, **options)  # no gradient to split
     try:
         key = tuple(sorted((name, _hashable(value)) for name, value in options.items()))
         hash(key)
@@ -213,11 +216,39 @@ def _inside_xla():
 
 @functools.lru_cache(maxsize=64)
 def _compiled_sampler(options):
+    """`sample` with `options`, as three XLA functions, each called on its own.
+
+    The output, the images' gradient and the grid's gradient: a graph that needs only
+    the grid's gradient (a transformer on the network's input) never runs the images'
+    scatter, which one function returning both would always compute.
+    """
     import tensorflow as tf  # only on the TensorFlow backend
 
-    return tf.function(
-        functools.partial(sample, **dict(options)), jit_compile=True, autograph=False
-    )
+    read = functools.partial(sample, **dict(options))
+
+    def gradient_to(which):
+        def gradient(images, grid, upstream):
+            with tf.GradientTape() as tape:
+                source = (images, grid)[which]
+                tape.watch(source)
+                output = read(images, grid)
+            return tape.gradient(output, source, output_gradients=upstream,
+                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+        return tf.function(gradient, jit_compile=True, autograph=False)
+
+    forward = tf.function(read, jit_compile=True, autograph=False)
+    image_gradient, grid_gradient = gradient_to(0), gradient_to(1)
+
+    @tf.custom_gradient
+    def compiled(images, grid):
+        def grad(upstream):
+            return (image_gradient(images, grid, upstream),
+                    grid_gradient(images, grid, upstream))
+
+        return forward(images, grid), grad
+
+    return compiled
 
 
 def validity_mask(grid, image_size, interpolation="bilinear", align_corners=False):
