@@ -541,8 +541,29 @@ def _gather_rows(flat, index):
 
         return tf.gather(flat, index, axis=0)
     if backend == "torch":
-        return flat[index]
+        import torch
+
+        rows = torch.index_select(flat, 0, index.reshape(-1))
+        return rows.reshape(tuple(index.shape) + tuple(flat.shape[-1:]))
     return ops.take(flat, index, axis=0)
+
+
+def _segment_sum(rows, ids, size):
+    """`ops.segment_sum(rows, ids, size)` of `(N, C)` rows; on PyTorch one
+    `scatter_add_` (Keras' own sorts and reduces, and `index_add_` on a CPU adds row
+    by row: both several times slower there)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        total = torch.zeros((size, rows.shape[1]), dtype=rows.dtype, device=rows.device)
+        return total.scatter_add_(0, ids.long()[:, None].expand(-1, rows.shape[1]), rows)
+    return ops.segment_sum(rows, ids, size)
+
+
+def _needs_gradient(tensor):
+    """False only where the backend says so up front (PyTorch's `requires_grad`):
+    TensorFlow and JAX drop a gradient nobody reads by themselves."""
+    return bool(getattr(tensor, "requires_grad", True))
 
 
 def _blend(values, fractions):
@@ -624,7 +645,7 @@ def _scatter(updates, index, offsets, size, block):
     channels = ops.shape(updates[0])[-1]
     if block:
         rows = ops.reshape(ops.stack(updates, axis=-2), (-1, len(updates) * channels))
-        blocks = ops.segment_sum(rows, ops.reshape(index, (-1,)), size)
+        blocks = _segment_sum(rows, ops.reshape(index, (-1,)), size)
         blocks = ops.reshape(blocks, (size, len(updates), channels))
         total = None
         for k, offset in enumerate(offsets):
@@ -635,7 +656,7 @@ def _scatter(updates, index, offsets, size, block):
         return total
     rows = ops.concatenate([ops.reshape(u, (-1, channels)) for u in updates], axis=0)
     ids = ops.concatenate([ops.reshape(index + o, (-1,)) for o in offsets], axis=0)
-    return ops.segment_sum(rows, ids, size)
+    return _segment_sum(rows, ids, size)
 
 
 @ops.custom_gradient
@@ -656,6 +677,7 @@ def _interpolate(padded, *coords):
     index, fractions = _corners(snapped, layout.strides, layout.base())
     flat = ops.reshape(padded, (layout.size, layout.channels))
     output = _blend(_read(flat, index, layout.offsets, dtype), fractions)
+    image_gradient = _needs_gradient(padded)
 
     def grad(*args, upstream=None):
         if upstream is None:
@@ -668,12 +690,14 @@ def _interpolate(padded, *coords):
         index, fractions = _corners([c / one for c in coords], layout.strides,
                                     layout.base())
         values = _read(flat, index, layout.offsets, dtype)
-        coordinate_grads = _coordinate_gradients(upstream, values, fractions)
+        coordinate_grads = [g / one for g in _coordinate_gradients(upstream, values, fractions)]
+        if not image_gradient:
+            return (None, *coordinate_grads)
         updates = [ops.expand_dims(w, -1) * upstream for w in _tap_weights(fractions)]
         block = _uses_block_scatter(tuple(padded.shape), tuple(coords[0].shape))
         padded_grad = _scatter(updates, index, layout.offsets, layout.size, block)
         padded_grad = ops.reshape(ops.cast(padded_grad, padded.dtype), ops.shape(padded))
-        return (padded_grad, *[g / one for g in coordinate_grads])
+        return (padded_grad, *coordinate_grads)
 
     return ops.cast(output, padded.dtype), grad
 
