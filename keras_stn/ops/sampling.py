@@ -157,12 +157,14 @@ def sample(
 
 
 def sample_compiled(images, grid, **options):
-    """`sample`, compiled with XLA as one function on the TensorFlow backend.
+    """`sample`, compiled with XLA on the TensorFlow backend.
 
     The layers read through this while training. Keras trains without XLA on a CPU
     by default (`jit_compile="auto"` picks XLA only on a GPU), and op by op the
     sampler's few dozen elementwise steps and gathers each make a pass over memory;
-    compiled, they fuse into a few loops (see docs/benchmarks.md). Inside a function
+    compiled, they fuse into a few loops (see docs/benchmarks.md). The output, the
+    images' gradient and the grid's gradient are three XLA functions, so a step that
+    needs only the grid's gradient does not compute the images'. Inside a function
     that is already compiled with XLA this is plain `sample`, as it is on the JAX
     (always compiled) and PyTorch backends. Graphs traced for inference, exported
     SavedModels included, keep the plain ops: TensorFlow Serving runs XLA on a CPU
