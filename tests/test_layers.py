@@ -125,6 +125,24 @@ def test_grid_generator_and_sampler_in_a_model_equal_the_ops():
     np.testing.assert_array_equal(out, expected)
 
 
+def test_sampler_fill_value_and_antialias_equal_the_ops():
+    images = testing.random_images((2, 12, 10, 3))
+    grid = keras_stn.ops.affine_grid(thetas(2) * np.array([2.5, 2.5, 1, 2.5, 2.5, 1], "float32"),
+                                     (4, 4))
+    options = {"padding_mode": "constant", "fill_value": [0.5, -1.0, 2.0], "antialias": True}
+    layer = keras_stn.Sampler(**options)
+    np.testing.assert_array_equal(
+        layer([images, grid]), keras_stn.ops.sample(images, grid, **options)
+    )
+    # Both options change what is read: a zoom-out to 4x4 reads outside, and shrinks.
+    plain = keras_stn.ops.sample(images, grid)
+    assert np.abs(np.asarray(layer([images, grid])) - np.asarray(plain)).max() > 0.1
+    restored = keras_stn.Sampler.from_config(layer.get_config())
+    assert (restored.fill_value, restored.antialias) == ([0.5, -1.0, 2.0], True)
+    with pytest.raises(ValueError, match="antialias=True.*Received: interpolation='nearest'"):
+        keras_stn.Sampler(antialias=True, interpolation="nearest")
+
+
 def test_grid_generator_and_sampler_keras_round_trip(tmp_path):
     model = grid_and_sampler_model()
     testing.run_saving_test(
@@ -182,6 +200,10 @@ def zeros(*shape):
         (keras_stn.Sampler, {}, [zeros(3, 4, 4, 1), zeros(1, 4, 4, 2)], "images"),
         (keras_stn.Sampler, {"interpolation": "bicubic"}, None, "interpolation"),
         (keras_stn.Sampler, {"padding_mode": "wrap"}, None, "padding_mode"),
+        (keras_stn.Sampler, {"antialias": "yes"}, None, "antialias"),
+        (keras_stn.Sampler, {"padding_mode": "constant", "fill_value": [1.0, 2.0]},
+         [zeros(1, 4, 4, 3), zeros(1, 2, 2, 2)], "fill_value"),
+        (keras_stn.Sampler, {"fill_value": 1.0}, None, "fill_value"),
         (keras_stn.GridGenerator, {}, None, "output_size"),
         (keras_stn.GridGenerator, {"output_size": (0, 3)}, None, "output_size"),
         (keras_stn.GridGenerator, {"transform": "shear", "output_size": (3, 3)}, None, "transform"),

@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 
 from keras_stn import _checks
 from keras_stn.ops import sampling
@@ -18,9 +19,13 @@ class Sampler(keras.layers.Layer):
 
     Args:
         interpolation: `"bilinear"` or `"nearest"`.
-        padding_mode: `"zeros"`, `"border"` or `"reflection"`.
+        padding_mode: `"zeros"`, `"constant"`, `"border"` or `"reflection"`.
         align_corners: whether -1 and +1 are the centres of the corner pixels
             (default `False`: their outer edges).
+        fill_value: what `padding_mode="constant"` reads outside the image: a
+            number, or one per channel.
+        antialias: average over each output pixel's footprint where the grid
+            shrinks the image (bilinear only; see `keras_stn.ops.sample`).
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
 
@@ -54,6 +59,8 @@ class Sampler(keras.layers.Layer):
         padding_mode="zeros",
         align_corners=False,
         data_format=None,
+        fill_value=0.0,
+        antialias=False,
         **kwargs,
     ):
         kwargs.setdefault("autocast", False)
@@ -66,6 +73,15 @@ class Sampler(keras.layers.Layer):
         )
         self.align_corners = bool(align_corners)
         self.data_format = _checks.check_data_format(data_format)
+        # A list or a number (checked against the channels when called).
+        sampling._check_fill_value(fill_value, self.padding_mode, None)
+        self.fill_value = np.asarray(fill_value, np.float64).tolist()
+        self.antialias = _checks.check_bool("antialias", antialias)
+        if self.antialias and self.interpolation != "bilinear":
+            raise ValueError(
+                "`antialias=True` needs `interpolation='bilinear'`. "
+                f"Received: interpolation={interpolation!r}"
+            )
 
     def call(self, inputs, training=None):
         images, grid = _unpack_pair(inputs)
@@ -80,6 +96,8 @@ class Sampler(keras.layers.Layer):
             padding_mode=self.padding_mode,
             align_corners=self.align_corners,
             data_format=self.data_format,
+            fill_value=self.fill_value,
+            antialias=self.antialias,
         )
 
     def compute_output_shape(self, input_shape):
@@ -96,6 +114,8 @@ class Sampler(keras.layers.Layer):
             "padding_mode": self.padding_mode,
             "align_corners": self.align_corners,
             "data_format": self.data_format,
+            "fill_value": self.fill_value,
+            "antialias": self.antialias,
         }
 
 
