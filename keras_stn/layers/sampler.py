@@ -1,5 +1,4 @@
 import keras
-import numpy as np
 
 from keras_stn import _checks
 from keras_stn.ops import sampling
@@ -31,9 +30,8 @@ class Sampler(keras.layers.Layer):
 
     Call arguments:
         inputs: a list `[images, grid]`.
-        training: while training, on TensorFlow, the sampler runs as one XLA
-            function (`keras_stn.ops.sample_compiled`), also when the model is not
-            compiled with XLA.
+        training: while training, on TensorFlow, the sampler runs compiled with
+            XLA (`keras_stn.ops.sample_compiled`), also when the model is not.
 
     Input shape:
         images `(batch, height, width, channels)` (channels last), grid
@@ -73,21 +71,15 @@ class Sampler(keras.layers.Layer):
         )
         self.align_corners = bool(align_corners)
         self.data_format = _checks.check_data_format(data_format)
-        # A list or a number (checked against the channels when called).
-        sampling._check_fill_value(fill_value, self.padding_mode, None)
-        self.fill_value = np.asarray(fill_value, np.float64).tolist()
-        self.antialias = _checks.check_bool("antialias", antialias)
-        if self.antialias and self.interpolation != "bilinear":
-            raise ValueError(
-                "`antialias=True` needs `interpolation='bilinear'`. "
-                f"Received: interpolation={interpolation!r}"
-            )
+        # Checked against the channels when called.
+        self.fill_value = sampling.fill_value_config(fill_value, self.padding_mode)
+        self.antialias = sampling.check_antialias(antialias, self.interpolation)
 
     def call(self, inputs, training=None):
         images, grid = _unpack_pair(inputs)
         if _checks.is_float(images.dtype):
             images = keras.ops.cast(images, self.compute_dtype)
-        # While training, one XLA function on TensorFlow (see `sample_compiled`).
+        # While training, compiled with XLA on TensorFlow (see `sample_compiled`).
         read = sampling.sample_compiled if training else sampling.sample
         return read(
             images,

@@ -3,7 +3,6 @@ import math
 import numbers
 
 import keras
-import numpy as np
 
 from keras_stn import _checks
 from keras_stn import initializers
@@ -80,9 +79,8 @@ class SpatialTransformer(keras.layers.Layer):
             `[to_sample, to_localise]`: theta is computed from `to_localise` (a
             downsampled copy, a feature map) and `to_sample` is sampled.
         training: passed to the localisation network; while training, on
-            TensorFlow, the sampler runs as one XLA function
-            (`keras_stn.ops.sample_compiled`), also when the model is not compiled
-            with XLA.
+            TensorFlow, the sampler runs compiled with XLA
+            (`keras_stn.ops.sample_compiled`), also when the model is not.
 
     Input shape:
         `(batch, height, width, channels)` (channels last) or `(batch, depth,
@@ -147,15 +145,9 @@ class SpatialTransformer(keras.layers.Layer):
             "padding_mode", padding_mode, sampling.PADDING_MODES
         )
         self.align_corners = _checks.check_bool("align_corners", align_corners)
-        # Checked against the channels in build; a list or a number here.
-        sampling._check_fill_value(fill_value, self.padding_mode, None)
-        self.fill_value = np.asarray(fill_value, np.float64).tolist()
-        self.antialias = _checks.check_bool("antialias", antialias)
-        if self.antialias and self.interpolation != "bilinear":
-            raise ValueError(
-                "`antialias=True` needs `interpolation='bilinear'`. "
-                f"Received: interpolation={interpolation!r}"
-            )
+        # Checked against the channels in build.
+        self.fill_value = sampling.fill_value_config(fill_value, self.padding_mode)
+        self.antialias = sampling.check_antialias(antialias, self.interpolation)
         self.num_transformers = _checks.check_positive_int("num_transformers", num_transformers)
         self.initial_transform = _checks.check_choice(
             "initial_transform", initial_transform, INITIAL_TRANSFORMS
@@ -303,7 +295,7 @@ class SpatialTransformer(keras.layers.Layer):
         to_sample, _ = self._split(inputs)
         theta = self.localise(inputs, training=training)
         thetas = [theta] if self.num_transformers == 1 else keras.ops.unstack(theta, axis=1)
-        # While training, one XLA function on TensorFlow (see `sample_compiled`).
+        # While training, compiled with XLA on TensorFlow (see `sample_compiled`).
         read = sampling.sample_compiled if training else sampling.sample
         grids, outputs = [], []
         for single in thetas:

@@ -107,12 +107,7 @@ def sample(
     _checks.check_choice("interpolation", interpolation, INTERPOLATIONS)
     _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
     data_format = _checks.check_data_format(data_format)
-    antialias = _checks.check_bool("antialias", antialias)
-    if antialias and interpolation != "bilinear":
-        raise ValueError(
-            "`antialias=True` needs `interpolation='bilinear'`. "
-            f"Received: interpolation={interpolation!r}"
-        )
+    antialias = check_antialias(antialias, interpolation)
     images = ops.convert_to_tensor(images)
     grid = ops.convert_to_tensor(grid)
     images_shape = tuple(images.shape)
@@ -484,6 +479,24 @@ def _pad_images(images, fill, dtype):
     inside = ops.pad(ops.ones_like(images[:1, ..., :1]), widths)
     outside = ops.cast(1.0 - inside, images.dtype)
     return padded + outside * ops.cast(fill, images.dtype)
+
+
+def check_antialias(antialias, interpolation):
+    """`antialias` as a bool; a ValueError for a non-bool or with nearest reads."""
+    antialias = _checks.check_bool("antialias", antialias)
+    if antialias and interpolation != "bilinear":
+        raise ValueError(
+            "`antialias=True` needs `interpolation='bilinear'`. "
+            f"Received: interpolation={interpolation!r}"
+        )
+    return antialias
+
+
+def fill_value_config(fill_value, padding_mode):
+    """`fill_value` checked (channels unknown yet) and as a list or a number, for a
+    layer's config; the layers check it against the channels when they see them."""
+    _check_fill_value(fill_value, padding_mode, None)
+    return np.asarray(fill_value, np.float64).tolist()
 
 
 def _check_fill_value(fill_value, padding_mode, channels):
@@ -895,6 +908,7 @@ def _level_kernel(sizes):
         snapped = [_snap(c, s, dtype) for c, s in zip(coords, sizes[0])]
         index, fractions = _corners(snapped, strides, base)
         output = _blend(_read(flat, index, offsets, dtype), fractions)
+        image_gradient = _needs_gradient(buffer)
 
         def grad(*args, upstream=None):
             if upstream is None:
@@ -903,12 +917,13 @@ def _level_kernel(sizes):
             one = _exact_one(coords[0])
             index, fractions = _corners([c / one for c in coords], strides, base)
             values = _read(flat, index, offsets, dtype)
-            coordinate_grads = _coordinate_gradients(upstream, values, fractions)
+            coordinate_grads = [g / one for g in _coordinate_gradients(upstream, values, fractions)]
+            if not image_gradient:
+                return (None, ops.zeros_like(level), *coordinate_grads)
             updates = [ops.expand_dims(w, -1) * upstream for w in _tap_weights(fractions)]
-            size = ops.shape(flat)[0]
-            buffer_grad = _scatter(updates, index, offsets, size, block=False)
+            buffer_grad = _scatter(updates, index, offsets, ops.shape(flat)[0], block=False)
             buffer_grad = ops.reshape(ops.cast(buffer_grad, buffer.dtype), ops.shape(buffer))
-            return (buffer_grad, ops.zeros_like(level), *[g / one for g in coordinate_grads])
+            return (buffer_grad, ops.zeros_like(level), *coordinate_grads)
 
         return ops.cast(output, buffer.dtype), grad
 
