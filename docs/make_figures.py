@@ -96,7 +96,11 @@ def families(digit):
         "tps": (transforms.TPS().identity() + rng.normal(0, 0.12, 32)).astype("float32")[None],
     }
     grids = [
-        np.asarray(transforms.get(name).grid(theta, (28, 28))) for name, theta in thetas.items()
+        np.asarray(family.grid(theta, (28, 28)))
+        for family, theta in zip(
+            [transforms.get("affine"), transforms.Projective("matrix"), transforms.get("tps")],
+            thetas.values(),
+        )
     ]
     grid = np.concatenate(grids)
     outputs = np.asarray(ops.sample(inputs, grid))

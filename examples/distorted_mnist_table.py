@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import distorted_mnist as example  # noqa: E402  (the main example, beside this file)
 
 from keras_stn import datasets  # noqa: E402
+from keras_stn import transforms  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -59,11 +60,17 @@ def parse_args(argv=None):
 
 def run_key(args, variant, key, seed):
     """What makes two runs the same run (for resuming)."""
-    return json.dumps(
-        [variant, key, seed, args.epochs, args.batch_size, args.learning_rate,
-         list(args.recipe), args.train_digits, args.test_digits, args.validation_digits,
-         args.source],
-    )
+    fields = [variant, key, seed, args.epochs, args.batch_size, args.learning_rate,
+              list(args.recipe), args.train_digits, args.test_digits,
+              args.validation_digits, args.source]
+    if key == "projective":
+        # Its theta is the keystone form; runs of the matrix form, before the
+        # keystone was the default, have no such field and are other runs.
+        fields.append(PROJECTIVE)
+    return json.dumps(fields)
+
+
+PROJECTIVE = transforms.get("projective").parameterisation
 
 
 def main(argv=None):
@@ -91,6 +98,8 @@ def main(argv=None):
                 "train_digits": count, "epochs": args.epochs, "recipe": args.recipe._asdict(),
                 "evaluated_on": "validation" if args.validation_digits else "test",
             }
+            if key == "projective":
+                record["parameterisation"] = PROJECTIVE
             with open(path, "a") as file:
                 file.write(json.dumps(record) + "\n")
             done[record["key"]] = record

@@ -18,7 +18,7 @@ from keras_stn.layers import GridGenerator
 from keras_stn.layers import Sampler
 from keras_stn.layers import SpatialTransformer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DepthProjection",

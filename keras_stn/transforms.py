@@ -157,11 +157,6 @@ class Similarity(_AffineFamily):
         return np.array([1.0, 0.0, 0.0, 0.0])
 
     def box_parameters(self, centre, half_size):
-        """As `Attention` in x and y; the one scale shrinks z too: the box's square
-        through the middle of the depth."""
-        return np.array([min(half_size), centre[0], centre[1], 0.0], dtype="float64")
-
-    def box_parameters(self, centre, half_size):
         """No rotation, and the attention's scale: the smaller half-size."""
         return np.array([min(half_size), 0.0, centre[0], centre[1]], dtype="float64")
 
@@ -190,20 +185,131 @@ class Affine(_AffineFamily):
 
 @_register
 class Projective(Transform):
-    """`[h11, h12, h13, h21, h22, h23, h31, h32]`: a homography with `h33 = 1`."""
+    """A homography (a projective transform): 8 parameters, in one of three forms.
+
+    Each form's homography is the one that sends the output's four corners, `(-1, -1)`,
+    `(1, -1)`, `(-1, 1)`, `(1, 1)` (row by row), to four points of the input:
+
+    - `"keystone"` (the default): `[a, b, tx, c, d, ty, kx, ky]`, an affine map and a
+      keystone: corner `(x, y)` reads from `(a x + b y + tx + kx x y,
+      c x + d y + ty + ky x y)`: the output reads a trapezoid whose bottom edge `kx`
+      makes `2 kx` longer and top edge `2 kx` shorter (`ky`: the right and left
+      edges). With `kx = ky = 0` it is exactly the affine transform
+      `[a, b, tx, c, d, ty]`, as the matrix form is with `h31 = h32 = 0`: the two
+      share their identity, `[1, 0, 0, 0, 1, 0, 0, 0]`, and the effect of their first
+      six parameters there. Unlike the matrix form it has no horizon within reach:
+      a corner moves by at most the sum of four parameters' changes.
+    - `"corners"`: `[x_tl, y_tl, x_tr, y_tr, x_bl, y_bl, x_br, y_br]`, the four
+      points themselves (the "4-point" form of DeTone et al. 2016). A localisation
+      network moves each corner on its own, about a third as fast as the other
+      forms move them.
+    - `"matrix"`: `[h11, h12, h13, h21, h22, h23, h31, h32]` with `h33 = 1`, the
+      paper's. `h31 + h32 = 1` puts a corner of the output at infinity; a
+      localisation network whose first steps are large (Adam on a 60x60 input) can
+      cross that horizon and never come back (docs/training.md).
+
+    `homography(theta)` gives the `(batch, 3, 3)` matrix of any form.
+
+    Example:
+    >>> Projective().identity().tolist()
+    [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    >>> Projective("corners").identity().tolist()
+    [-1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0]
+    """
 
     name = "projective"
+    PARAMETERISATIONS = ("keystone", "corners", "matrix")
+
+    def __init__(self, parameterisation="keystone"):
+        if parameterisation not in self.PARAMETERISATIONS:
+            raise ValueError(
+                f"`parameterisation` must be one of {self.PARAMETERISATIONS}. "
+                f"Received: parameterisation={parameterisation!r}"
+            )
+        self.parameterisation = parameterisation
 
     def identity(self):
+        if self.parameterisation == "corners":
+            return np.array([-1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
         return np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 
     def box_parameters(self, centre, half_size):
-        """Exact: the affine box with `h31 = h32 = 0`."""
+        """Exact: the affine box with no keystone or perspective, or its corners."""
         (cx, cy), (hw, hh) = centre, half_size
-        return np.array([hw, 0.0, cx, 0.0, hh, cy, 0.0, 0.0], dtype="float64")
+        if self.parameterisation != "corners":
+            return np.array([hw, 0.0, cx, 0.0, hh, cy, 0.0, 0.0], dtype="float64")
+        corners = [(cx + sx * hw, cy + sy * hh) for sy in (-1, 1) for sx in (-1, 1)]
+        return np.asarray(corners, dtype="float64").reshape(-1)
+
+    def homography(self, theta):
+        """`(batch, 8)` theta -> the `(batch, 3, 3)` homography from the output's
+        normalised frame to the input's (`[[h11, h12, h13], ..., [h31, h32, h33]]`)."""
+        theta = self._check_theta(theta)
+        if self.parameterisation == "matrix":
+            one = ops.ones_like(theta[:, :1])
+            return ops.reshape(ops.concatenate([theta, one], axis=1), (-1, 3, 3))
+        if self.parameterisation == "keystone":
+            theta = keystone_corners(theta)
+        return corners_homography(theta)
 
     def grid(self, theta, output_size, align_corners=False):
-        return grids.projective_grid(self._check_theta(theta), output_size, align_corners)
+        return grids.projective_grid(self.homography(theta), output_size, align_corners)
+
+    def get_config(self):
+        return {"parameterisation": self.parameterisation}
+
+    @classmethod
+    def from_config(cls, config):
+        # A config without the key was saved when the matrix was the only form.
+        return cls(config.get("parameterisation", "matrix"))
+
+
+def keystone_corners(theta):
+    """`(batch, 8)` `[a, b, tx, c, d, ty, kx, ky]` -> the `(batch, 8)` corners
+    `[x_tl, y_tl, ..., x_br, y_br]`: corner `(x, y)` reads from
+    `(a x + b y + tx + kx x y, c x + d y + ty + ky x y)`."""
+    a, b, tx, c, d, ty, kx, ky = ops.unstack(theta, 8, axis=1)
+    corners = []
+    for y in (-1.0, 1.0):
+        for x in (-1.0, 1.0):
+            corners += [a * x + b * y + tx + kx * (x * y), c * x + d * y + ty + ky * (x * y)]
+    return ops.stack(corners, axis=1)
+
+
+def corners_homography(corners):
+    """The homography that maps the output's corners to `corners`.
+
+    Heckbert's closed form (Fundamentals of Texture Mapping, 1989, sec. 2.2.3): the
+    unit square to the quadrilateral, after the frame [-1, 1]^2 to the unit square.
+    Exact at the identity. Where the top right, bottom right and bottom left corners
+    are on one line the form divides by zero: the matrix is NaN, so is the grid, and
+    `keras_stn.ops.sample` reads 0 there. Other degenerate quadrilaterals give a
+    singular matrix, which reads along a line.
+
+    Args:
+        corners: `(batch, 8)` `[x_tl, y_tl, x_tr, y_tr, x_bl, y_bl, x_br, y_br]`.
+
+    Returns:
+        `(batch, 3, 3)`.
+    """
+    x0, y0, x1, y1 = corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3]
+    x3, y3, x2, y2 = corners[:, 4], corners[:, 5], corners[:, 6], corners[:, 7]
+    dx1, dy1, dx2, dy2 = x1 - x2, y1 - y2, x3 - x2, y3 - y2
+    sx, sy = x0 - x1 + x2 - x3, y0 - y1 + y2 - y3
+    det = dx1 * dy2 - dx2 * dy1
+    epsilon = np.finfo(keras.backend.standardize_dtype(corners.dtype)).eps
+    degenerate = ops.abs(det) <= epsilon
+    det = ops.where(degenerate, ops.ones_like(det), det)
+    g = ops.where(degenerate, float("nan"), (sx * dy2 - dx2 * sy) / det)
+    h = ops.where(degenerate, float("nan"), (dx1 * sy - sx * dy1) / det)
+    # The unit square's homography [[a, b, c], [d, e, f], [g, h, 1]], then u = (x + 1) / 2.
+    a, b, d, e = x1 - x0 + g * x1, x3 - x0 + h * x3, y1 - y0 + g * y1, y3 - y0 + h * y3
+    rows = [
+        a / 2, b / 2, (a + b) / 2 + x0,
+        d / 2, e / 2, (d + e) / 2 + y0,
+        g / 2, h / 2, (g + h) / 2 + 1,
+    ]
+    return ops.reshape(ops.stack(rows, axis=1), (-1, 3, 3))
 
 
 @_register

@@ -179,6 +179,10 @@ def grid_case(family):
             theta[0, 6] = 8.0  # x = -0.2 at infinity: NaN points, no gradient
             theta[1] += rng.normal(0, 0.1, 8).astype("f4")
             return read_and_gradients(lambda t: ops.projective_grid(t, (5, 5)), theta)
+        if family in ("keystone", "corners"):  # the projective family's own forms
+            projective = keras_stn.transforms.Projective(family)
+            theta = (projective.identity() + rng.normal(0, 0.15, (2, 8))).astype("f4")
+            return read_and_gradients(lambda t: projective.grid(t, (5, 5)), theta)
         tps = keras_stn.transforms.TPS(grid_shape=(3, 3))
         theta = (tps.identity() + rng.normal(0, 0.1, (2, 18))).astype("f4")
         return read_and_gradients(
@@ -323,7 +327,7 @@ def cases():
     found["sample/float64"] = (float64_case, False)
     for align in (False, True):
         found[f"identity/{align}"] = (identity_case(align), False)
-    for family in ("affine", "projective", "tps"):
+    for family in ("affine", "projective", "keystone", "corners", "tps"):
         found[f"grid/{family}"] = (grid_case(family), False)
     for interpolation in INTERPOLATIONS:
         found[f"mask/{interpolation}"] = (mask_case(interpolation), False)

@@ -183,6 +183,25 @@ def projective_grid(theta, output_size, align_corners=False):
     return grid
 
 
+def corners_homography(corners):
+    """(B, 8) corners [x_tl, y_tl, x_tr, y_tr, x_bl, y_bl, x_br, y_br] -> (B, 3, 3) with
+    h33 = 1: the homography that maps the output's corners (-1, -1), (1, -1), (-1, 1),
+    (1, 1) there, by solving the direct linear transform's 8x8 system (two rows a
+    point: h11 x + h12 y + h13 - u (h31 x + h32 y) = u, and the same for v)."""
+    corners = np.asarray(corners, dtype=np.float64).reshape(-1, 4, 2)
+    targets = [(-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0)]
+    matrices = []
+    for points in corners:
+        rows, values = [], []
+        for (x, y), (u, v) in zip(targets, points):
+            rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+            rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+            values += [u, v]
+        h = np.linalg.solve(np.array(rows), np.array(values))
+        matrices.append(np.append(h, 1.0).reshape(3, 3))
+    return np.stack(matrices)
+
+
 def default_control_points(grid_shape=(4, 4)):
     """A regular grid in [-1, 1]^2 with the corners, row by row (y outer, x inner)."""
     rows, cols = grid_shape
@@ -263,9 +282,22 @@ def family_to_affine(name, theta):
     return np.stack(rows, axis=1)
 
 
+def keystone_corners(theta):
+    """(B, 8) [a, b, tx, c, d, ty, kx, ky] -> (B, 8) corners: (x, y) in (-1, -1),
+    (1, -1), (-1, 1), (1, 1) reads from (a x + b y + tx + kx x y, c x + d y + ty + ky x y)."""
+    corners = []
+    for a, b, tx, c, d, ty, kx, ky in np.asarray(theta, dtype=np.float64):
+        corners.append([value for y in (-1, 1) for x in (-1, 1)
+                        for value in (a * x + b * y + tx + kx * x * y,
+                                      c * x + d * y + ty + ky * x * y)])
+    return np.array(corners)
+
+
 def family_grid(name, theta, output_size, align_corners=False):
+    """The grid of a family's default form (projective: the keystone)."""
     if name == "projective":
-        return projective_grid(theta, output_size, align_corners)
+        matrix = corners_homography(keystone_corners(theta))
+        return projective_grid(matrix, output_size, align_corners)
     if name == "tps":
         return tps_grid(theta, default_control_points(), output_size, align_corners)
     return affine_grid(family_to_affine(name, theta), output_size, align_corners)

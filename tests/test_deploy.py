@@ -19,6 +19,7 @@ SIZE, OUT = 12, 8
 # align_corners=False): that column is at infinity, its neighbours are far outside.
 AT_INFINITY = np.array([1.0, 0.1, 0.0, -0.1, 1.0, 0.05, 8.0, 0.0], "float32")
 COLUMN = 3
+MATRIX = keras_stn.transforms.Projective("matrix")  # theta is the homography itself
 AFFINE = np.array([1.1, 0.2, 0.1, -0.1, 0.9, 0.05], "float32")
 
 
@@ -28,12 +29,12 @@ def transformer_model():
     inputs = keras.Input((SIZE, SIZE, 2))
     outputs = []
     settings = [
-        ("projective", AT_INFINITY, {"interpolation": "bilinear"}),
-        ("projective", AT_INFINITY, {"interpolation": "nearest"}),
-        ("projective", AT_INFINITY, {"padding_mode": "border"}),
-        ("projective", AT_INFINITY, {"padding_mode": "reflection", "interpolation": "nearest"}),
-        ("projective", AT_INFINITY, {"padding_mode": "constant", "fill_value": 0.5}),
-        ("projective", AT_INFINITY, {"antialias": True, "return_mask": True}),
+        (MATRIX, AT_INFINITY, {"interpolation": "bilinear"}),
+        (MATRIX, AT_INFINITY, {"interpolation": "nearest"}),
+        (MATRIX, AT_INFINITY, {"padding_mode": "border"}),
+        (MATRIX, AT_INFINITY, {"padding_mode": "reflection", "interpolation": "nearest"}),
+        (MATRIX, AT_INFINITY, {"padding_mode": "constant", "fill_value": 0.5}),
+        (MATRIX, AT_INFINITY, {"antialias": True, "return_mask": True}),
         ("affine", AFFINE, {"align_corners": True}),
         ("tps", None, {"padding_mode": "reflection"}),
     ]

@@ -25,7 +25,7 @@ IDENTITIES = {
     "attention": [1, 0, 0],
     "similarity": [1, 0, 0, 0],
     "affine": [1, 0, 0, 0, 1, 0],
-    "projective": [1, 0, 0, 0, 1, 0, 0, 0],
+    "projective": [1, 0, 0, 0, 1, 0, 0, 0],  # the keystone form's, as the matrix form's
     # The 4x4 control points themselves, row by row (y outer, x inner), as (x, y) pairs.
     "tps": [coordinate
             for y in (-1, -THIRD, THIRD, 1)
@@ -34,11 +34,12 @@ IDENTITIES = {
 }
 
 
+CORNERS = [-1, -1, 1, -1, -1, 1, 1, 1]  # the output's corners: the "corners" identity
+
+
 def random_theta(rng, name, batch):
-    identity = np.array(IDENTITIES[name], dtype="float64")
+    identity = np.array(CORNERS if name == "corners" else IDENTITIES[name], dtype="float64")
     noise = rng.normal(size=(batch, identity.size)) * 0.2
-    if name == "projective":
-        noise[:, 6:] *= 0.5  # keep the denominator well away from 0
     return (identity + noise).astype("float32")
 
 
@@ -154,6 +155,112 @@ def test_tps_default_control_points_are_ordered_row_by_row(rng):
     theta = random_theta(rng, "tps", 1)
     grid = np.asarray(transforms.get("tps").grid(theta, (4, 4), align_corners=True))
     np.testing.assert_allclose(grid[0].reshape(16, 2), theta.reshape(16, 2), atol=1e-5)
+
+
+# ------------------------------------------------------------------------- projective
+
+
+@pytest.mark.parametrize("form", ["keystone", "corners"])
+def test_projective_puts_the_output_corners_where_its_theta_says(rng, form):
+    # With align_corners=True a 2x2 grid is the output's four corners.
+    theta = random_theta(rng, "projective" if form == "keystone" else form, 4)
+    corners = reference.keystone_corners(theta) if form == "keystone" else theta
+    grid = np.asarray(transforms.Projective(form).grid(theta, (2, 2), align_corners=True))
+    np.testing.assert_allclose(grid.reshape(4, 8), corners, atol=1e-5)
+
+
+@pytest.mark.parametrize("align_corners", ALIGNS)
+def test_projective_corners_is_the_matrix_form_of_its_homography(rng, align_corners):
+    corners = random_theta(rng, "corners", 3)
+    matrix = reference.corners_homography(corners)  # the DLT's 8x8 solve, h33 = 1
+    homography = np.asarray(transforms.Projective("corners").homography(corners))
+    np.testing.assert_allclose(homography / homography[:, 2:, 2:], matrix, atol=1e-5)
+    # The same grid as the matrix form's of that homography (the paper's parameters).
+    flat = matrix.reshape(3, 9)[:, :8].astype("float32")
+    np.testing.assert_allclose(
+        transforms.Projective("corners").grid(corners, (5, 7), align_corners),
+        transforms.Projective("matrix").grid(flat, (5, 7), align_corners),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("form", ["keystone", "corners", "matrix"])
+def test_projective_without_keystone_or_perspective_is_the_affine_grid(rng, form):
+    affine = (np.array([1, 0, 0, 0, 1, 0]) + rng.normal(size=(3, 6)) * 0.2).astype("float32")
+    if form == "corners":
+        points = [affine.reshape(3, 2, 3) @ np.array([x, y, 1.0]) for y in (-1, 1) for x in (-1, 1)]
+        theta = np.stack(points, axis=1).reshape(3, 8).astype("float32")
+    else:
+        theta = np.concatenate([affine, np.zeros((3, 2), "float32")], axis=1)
+    homography = np.asarray(transforms.Projective(form).homography(theta))
+    np.testing.assert_allclose(homography[:, 2], [[0, 0, 1]] * 3, atol=1e-6)
+    np.testing.assert_allclose(
+        transforms.Projective(form).grid(theta, (4, 6)), ops.affine_grid(affine, (4, 6)),
+        atol=1e-5,
+    )
+
+
+def test_keystone_and_matrix_forms_move_the_grid_alike_near_the_identity():
+    # The same derivative with respect to the six affine parameters at the identity;
+    # the last two differ (a keystone against a perspective term).
+    def jacobian(form):
+        theta = tf.constant(np.array([[1, 0, 0, 0, 1, 0, 0, 0]], "float64"))
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            grid = transforms.Projective(form).grid(theta, (4, 5))
+        return tape.jacobian(grid, theta).numpy().reshape(-1, 8)
+
+    keystone, matrix = jacobian("keystone"), jacobian("matrix")
+    np.testing.assert_allclose(keystone[:, :6], matrix[:, :6], atol=1e-12)
+    assert np.abs(keystone[:, 6:] - matrix[:, 6:]).max() > 0.1
+
+
+def test_keystone_reads_a_trapezoid():
+    # kx = 0.25: the top edge reads x in [-0.75, 0.75], the bottom x in [-1.25, 1.25].
+    theta = np.array([[1, 0, 0, 0, 1, 0, 0.25, 0]], "float32")
+    grid = np.asarray(transforms.Projective().grid(theta, (2, 2), align_corners=True))
+    np.testing.assert_allclose(grid[0, :, :, 0], [[-0.75, 0.75], [-1.25, 1.25]], atol=1e-6)
+    np.testing.assert_allclose(grid[0, :, :, 1], [[-1, -1], [1, 1]], atol=1e-6)
+
+
+def test_projective_corners_of_a_degenerate_quadrilateral_read_nothing():
+    # The top right, bottom right and bottom left corners on one line (x + y = 0): no
+    # homography, and the closed form divides by zero; the grid is NaN, the sample 0.
+    theta = np.array([[-1, -1, 1, -1, -1, 1, 0, 0]], "float32")
+    grid = np.asarray(transforms.Projective("corners").grid(theta, (3, 3)))
+    assert np.isnan(grid).all()
+    out = ops.sample(arange_images((1, 4, 4, 1)) + 1.0, grid)
+    np.testing.assert_array_equal(out, 0.0)
+
+
+@pytest.mark.parametrize("form", ["keystone", "corners"])
+def test_gradient_of_projective_forms_matches_finite_differences(rng, form):
+    theta = random_theta(rng, "projective" if form == "keystone" else form, 2)
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda theta: transforms.Projective(form).grid(theta, (3, 4)),
+        [tf.constant(theta.astype("float64"))],
+    )
+    # Central differences of step 1e-3 err by about 1e-6 times the curvature.
+    np.testing.assert_allclose(theoretical[0], numerical[0], atol=1e-5)
+
+
+def test_projective_forms_round_trip_and_old_configs_are_the_matrix():
+    for form in transforms.Projective.PARAMETERISATIONS:
+        family = transforms.Projective(form)
+        again = transforms.get(keras.saving.serialize_keras_object(family))
+        assert again == family and again.parameterisation == form
+    assert transforms.get("projective") == transforms.Projective("keystone")
+    assert transforms.serialize("projective") == "projective"
+    assert transforms.serialize(transforms.Projective("matrix")) != "projective"
+    # A config saved before the corners form existed had no parameterisation.
+    assert transforms.Projective.from_config({}) == transforms.Projective("matrix")
+    np.testing.assert_array_equal(
+        transforms.Projective("matrix").identity(), [1, 0, 0, 0, 1, 0, 0, 0]
+    )
+
+
+def test_exception_projective_unknown_parameterisation():
+    assert_value_error_names(lambda: transforms.Projective("quad"), "parameterisation")
 
 
 # -------------------------------------------------------------------------------- TPS
