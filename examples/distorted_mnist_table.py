@@ -91,12 +91,16 @@ def main(argv=None):
         args.variant, args.seed = variant, seed
         train, test, steps, source, count = example.load_data(args)
         for key in [k for v, s, k in todo if (v, s) == (variant, seed)]:
-            _, error, seconds = example.train_and_evaluate(key, variant, train, test, steps, args)
+            model, error, seconds = example.train_and_evaluate(
+                key, variant, train, test, steps, args
+            )
             record = {
                 "key": run_key(args, variant, key, seed), "variant": variant, "model": key,
                 "seed": seed, "error": error, "seconds": seconds, "source": source,
                 "train_digits": count, "epochs": args.epochs, "recipe": args.recipe._asdict(),
                 "evaluated_on": "validation" if args.validation_digits else "test",
+                # The training loss of each epoch: a run that never learned shows here.
+                "loss": [round(float(x), 4) for x in model.history.history["loss"]],
             }
             if key == "projective":
                 record["parameterisation"] = PROJECTIVE

@@ -172,6 +172,8 @@ def test_table_smoke_run_resumes_and_judges_each_st_cnn(tmp_path):
     assert len(row["errors"]) == 2 and row["mean"] == pytest.approx(np.mean(row["errors"]))
     assert row["beats_cnn"] == (cnn["mean"] - row["mean"] > max(cnn["range"], row["range"]))
     assert "| R | ST-CNN Aff |" in (tmp_path / "table.md").read_text()
+    records = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert all(len(r["loss"]) == r["epochs"] and np.isfinite(r["loss"]).all() for r in records)
     # A second run finds every result in runs.jsonl and trains nothing.
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "4 runs, 4 already in" in again.stdout
