@@ -197,3 +197,17 @@ def test_table_keeps_projective_runs_of_the_keystone_apart_from_the_matrix_ones(
             assert record.get("parameterisation") in ("keystone", "matrix"), record
             assert (json.loads(record["key"])[-1] == "keystone") == (
                 record["parameterisation"] == "keystone"), record
+
+
+def test_localiser_probe_prints_each_step():
+    script = os.path.join(ROOT, "scripts", "probe_localiser.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(
+        [sys.executable, script, "--variant", "R", "--steps", "2", "--form", "keystone"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("step")]
+    assert [line[1] for line in lines] == ["1", "2"]
+    moves = [float(line[line.index("move") + 1]) for line in lines]
+    assert all(0 <= move < 1 for move in moves), moves
