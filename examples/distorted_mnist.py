@@ -270,10 +270,22 @@ def build_model(key, image_size, recipe=DEFAULT_RECIPE):
     return keras.Model(inputs, outputs, name=label.lower().replace(" ", "_").replace("-", "_"))
 
 
-def train_and_evaluate(key, variant, train, test, steps, args, callbacks=()):
-    """Trains one model on `train` (`steps` batches an epoch) and returns it with its
-    error (%) on `test` and the training time (s)."""
+def training_data(args):
+    """The training pipeline of `args`, the same whatever ran before in this process.
+
+    It seeds every generator with `args.seed`, then builds a fresh pipeline: the
+    pipeline's shuffle and distortions take TensorFlow's global seed along with their
+    own, and a pipeline reshuffles each time it is iterated, so one built earlier, or
+    used by another model first, would hand this run other batches.
+    """
     keras.utils.set_random_seed(args.seed)
+    return load_data(args)[0]
+
+
+def train_and_evaluate(key, variant, test, steps, args, callbacks=()):
+    """Trains one model on `training_data(args)` (`steps` batches an epoch) and
+    returns it with its error (%) on `test` and the training time (s)."""
+    train = training_data(args)
     model = build_model(key, datasets.IMAGE_SIZES[variant], args.recipe)
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * steps)
     model.compile(
@@ -344,7 +356,7 @@ def main(argv=None):
     tf.get_logger().addFilter(NoRetracingWarning())
     os.makedirs(args.out_dir, exist_ok=True)
     variant = args.variant
-    train, test, steps, source, train_count = load_data(args)
+    _, test, steps, source, train_count = load_data(args)
     test_images, test_labels = (
         np.concatenate(a) for a in zip(*((x.numpy(), y.numpy()) for x, y in test))
     )
@@ -372,7 +384,7 @@ def main(argv=None):
                 )
             )
         model, errors[key], seconds[key] = train_and_evaluate(
-            key, variant, train, test, steps, args, callbacks
+            key, variant, test, steps, args, callbacks
         )
         trained[key] = model
         print(

@@ -89,11 +89,9 @@ def main(argv=None):
     started, finished = time.time(), 0
     for variant, seed in dict.fromkeys((v, s) for v, s, _ in todo):
         args.variant, args.seed = variant, seed
-        train, test, steps, source, count = example.load_data(args)
+        _, test, steps, source, count = example.load_data(args)
         for key in [k for v, s, k in todo if (v, s) == (variant, seed)]:
-            model, error, seconds = example.train_and_evaluate(
-                key, variant, train, test, steps, args
-            )
+            model, error, seconds = example.train_and_evaluate(key, variant, test, steps, args)
             record = {
                 "key": run_key(args, variant, key, seed), "variant": variant, "model": key,
                 "seed": seed, "error": error, "seconds": seconds, "source": source,
