@@ -459,12 +459,31 @@ def get(identifier):
 
 
 def serialize(transform):
-    """The family's name when that is enough to rebuild it, else its Keras config."""
+    """The family's name when that is enough to rebuild it, else its Keras config.
+
+    A projective family is always written in full: in a config saved before 0.2.0
+    the bare name meant the matrix form (`from_saved`).
+    """
     transform = get(transform)
     default = FAMILIES.get(transform.name)
-    if default is not None and transform == default():
+    if default is not None and transform == default() and transform.name != "projective":
         return transform.name
     return keras.saving.serialize_keras_object(transform)
+
+
+def from_saved(identifier):
+    """`get` for a family read back from a saved config (`serialize`'s output).
+
+    A bare `"projective"` there was written before 0.2.0, when the matrix was the only
+    projective form; 0.2.0 and later write the form out.
+
+    Example:
+    >>> from_saved("projective").parameterisation
+    'matrix'
+    """
+    if identifier == "projective":
+        return Projective("matrix")
+    return get(identifier)
 
 
 def tile_layout(count):

@@ -1,8 +1,11 @@
 """.keras round trips of models that hold SpatialTransformers, loaded in a fresh
 process that imports keras_stn, under the default safe_mode=True."""
 
+import os
+
 import keras
 import numpy as np
+import pytest
 
 import keras_stn
 from tests import testing
@@ -111,3 +114,26 @@ def test_channels_first_round_trip(tmp_path):
     perturb(model, 0)
     images = testing.random_images((2, 2, 12, 10))
     testing.run_saving_test({"channels_first": model}, images, tmp_path)
+
+
+def test_a_projective_model_saved_by_0_1_0_loads_with_its_matrix_form():
+    # Made by keras_stn 0.1.0, when theta was the homography's matrix and a saved config
+    # named the family "projective": a SpatialTransformer whose head's bias is a
+    # homography with perspective, and a GridGenerator. Loaded today, both must read
+    # theta as the matrix still, not as the keystone form "projective" now means.
+    data = os.path.join(os.path.dirname(__file__), "data")
+    model = keras.saving.load_model(os.path.join(data, "projective_0.1.0.keras"))
+    saved = np.load(os.path.join(data, "projective_0.1.0.npz"))
+    assert model.get_layer("st").transform == keras_stn.transforms.Projective("matrix")
+    assert model.get_layer("grid").transform == keras_stn.transforms.Projective("matrix")
+    output, grid = model.predict([saved["images"], saved["thetas"]], verbose=0)
+    np.testing.assert_allclose(output, saved["output"], atol=1e-6)
+    np.testing.assert_allclose(grid, saved["grid"], atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["keystone", "corners", "matrix"])
+def test_projective_layers_keep_their_form_through_a_config(form):
+    family = keras_stn.transforms.Projective(form)
+    for layer in (keras_stn.SpatialTransformer(family), keras_stn.GridGenerator(family, (3, 3))):
+        again = type(layer).from_config(layer.get_config())
+        assert again.transform == family

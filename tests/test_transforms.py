@@ -249,9 +249,12 @@ def test_projective_forms_round_trip_and_old_configs_are_the_matrix():
         family = transforms.Projective(form)
         again = transforms.get(keras.saving.serialize_keras_object(family))
         assert again == family and again.parameterisation == form
+        assert transforms.from_saved(transforms.serialize(family)) == family
     assert transforms.get("projective") == transforms.Projective("keystone")
-    assert transforms.serialize("projective") == "projective"
-    assert transforms.serialize(transforms.Projective("matrix")) != "projective"
+    # Saved configs name the form: a bare "projective" there is 0.1.0's matrix.
+    assert transforms.serialize("projective")["config"] == {"parameterisation": "keystone"}
+    assert transforms.from_saved("projective") == transforms.Projective("matrix")
+    assert transforms.from_saved("affine") == transforms.Affine()
     # A config saved before the corners form existed had no parameterisation.
     assert transforms.Projective.from_config({}) == transforms.Projective("matrix")
     np.testing.assert_array_equal(

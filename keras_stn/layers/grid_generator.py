@@ -56,6 +56,13 @@ class GridGenerator(keras.layers.Layer):
         dtype = "float64" if float64 else "float32"
         return keras.KerasTensor(self.compute_output_shape(theta.shape), dtype=dtype)
 
+    @classmethod
+    def from_config(cls, config):
+        # A saved family goes through `from_saved`: "projective" saved by 0.1.0 was
+        # the matrix form.
+        config = dict(config, transform=transforms.from_saved(config["transform"]))
+        return super().from_config(config)
+
     def get_config(self):
         return {
             **super().get_config(),

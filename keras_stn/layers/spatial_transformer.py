@@ -394,6 +394,13 @@ class SpatialTransformer(keras.layers.Layer):
             dtypes.append(self.compute_dtype)
         return tuple(keras.KerasTensor(s, dtype=d) for s, d in zip(shapes, dtypes))
 
+    @classmethod
+    def from_config(cls, config):
+        # A saved family goes through `from_saved`: "projective" saved by 0.1.0 was
+        # the matrix form.
+        config = dict(config, transform=transforms.from_saved(config["transform"]))
+        return super().from_config(config)
+
     def get_config(self):
         localisation = None if self._default_localisation else self.localisation
         return {
