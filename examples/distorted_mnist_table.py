@@ -67,10 +67,14 @@ def run_key(args, variant, key, seed):
         # Its theta is the keystone form; runs of the matrix form, before the
         # keystone was the default, have no such field and are other runs.
         fields.append(PROJECTIVE)
+    # Its training data depend only on its seed (`example.training_data`); runs made
+    # before, whose data depended on what ran before them, have no such field.
+    fields.append(DATA)
     return json.dumps(fields)
 
 
 PROJECTIVE = transforms.get("projective").parameterisation
+DATA = "seeded"
 
 
 def main(argv=None):
@@ -102,6 +106,7 @@ def main(argv=None):
             }
             if key == "projective":
                 record["parameterisation"] = PROJECTIVE
+            record["data"] = DATA
             with open(path, "a") as file:
                 file.write(json.dumps(record) + "\n")
             done[record["key"]] = record
