@@ -7,7 +7,7 @@ the paper's Table 1, saves pictures of what the transformers learned, exports th
 first ST-CNN as a SavedModel, reloads it with `tf.saved_model.load` and serves a
 batch through `serving_default`.
 
-    python examples/distorted_mnist.py                      # RTS, CNN and affine ST-CNN, ~8 min on 2 CPU cores
+    python examples/distorted_mnist.py                      # RTS, CNN and affine ST-CNN, 5-8 min on 2 CPU cores
     python examples/distorted_mnist.py --models cnn,affine,projective,tps   # all four, ~19 min
     python examples/distorted_mnist.py --variant E --models cnn,tps --epochs 30
     python examples/distorted_mnist.py --source tfds --download --epochs 50   # needs TFDS
@@ -22,7 +22,7 @@ TensorFlow's start-up log (CUDA probing, CPU features) is hidden unless
 `TF_CPP_MIN_LOG_LEVEL` is set: `TF_CPP_MIN_LOG_LEVEL=0 python examples/...` shows it.
 
 Measured on 2026-12-02 with the defaults (2-core CPU, offline digits): on RTS, seed 0,
-CNN 8.5% test error, affine ST-CNN 3.3%, 8 min in all; over three seeds the affine
+CNN 8.1% test error, affine ST-CNN 3.7%, 4 min 39 s in all; over three seeds the affine
 ST-CNN beats the CNN by more than the seeds' spread on every variant, TC included.
 docs/reproduction.md has the table (examples/distorted_mnist_table.py makes it).
 
