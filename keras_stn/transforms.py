@@ -200,9 +200,10 @@ class Projective(Transform):
       six parameters there. Unlike the matrix form it has no horizon within reach:
       a corner moves by at most the sum of four parameters' changes.
     - `"corners"`: `[x_tl, y_tl, x_tr, y_tr, x_bl, y_bl, x_br, y_br]`, the four
-      points themselves (the "4-point" form of DeTone et al. 2016). A localisation
-      network moves each corner on its own, about a third as fast as the other
-      forms move them.
+      points themselves (the "4-point" form of DeTone et al. 2016). Under Adam a
+      localisation network moves each corner more slowly through it than through
+      the other forms: by one parameter per coordinate, where they move it by three
+      or four at once.
     - `"matrix"`: `[h11, h12, h13, h21, h22, h23, h31, h32]` with `h33 = 1`, the
       paper's. `h31 + h32 = 1` puts a corner of the output at infinity; a
       localisation network whose first steps are large (Adam on a 60x60 input) can
@@ -267,7 +268,14 @@ class Projective(Transform):
 def keystone_corners(theta):
     """`(batch, 8)` `[a, b, tx, c, d, ty, kx, ky]` -> the `(batch, 8)` corners
     `[x_tl, y_tl, ..., x_br, y_br]`: corner `(x, y)` reads from
-    `(a x + b y + tx + kx x y, c x + d y + ty + ky x y)`."""
+    `(a x + b y + tx + kx x y, c x + d y + ty + ky x y)`.
+
+    Example:
+    >>> import numpy as np
+    >>> corners = keystone_corners(np.array([[1, 0, 0, 0, 1, 0, 0.25, 0]], "float32"))
+    >>> np.asarray(corners)[0].tolist()   # the top edge narrower, the bottom wider
+    [-0.75, -1.0, 0.75, -1.0, -1.25, 1.0, 1.25, 1.0]
+    """
     a, b, tx, c, d, ty, kx, ky = ops.unstack(theta, 8, axis=1)
     corners = []
     for y in (-1.0, 1.0):
@@ -291,6 +299,12 @@ def corners_homography(corners):
 
     Returns:
         `(batch, 3, 3)`.
+
+    Example:
+    >>> import numpy as np
+    >>> square = np.array([[-1, -1, 1, -1, -1, 1, 1, 1]], "float32")   # the identity
+    >>> bool(np.allclose(corners_homography(square), np.eye(3)))
+    True
     """
     x0, y0, x1, y1 = corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3]
     x3, y3, x2, y2 = corners[:, 4], corners[:, 5], corners[:, 6], corners[:, 7]
