@@ -472,31 +472,31 @@ def get(identifier):
     )
 
 
-def serialize(transform):
-    """The family's name when that is enough to rebuild it, else its Keras config.
+# Names whose bare form in a saved config means another family than `get` gives
+# today: "projective" written by 0.1.0, when the matrix was the only projective form.
+# `serialize` never writes them bare; `from_saved` reads them as they were meant.
+SAVED_NAMES = {"projective": Projective("matrix")}
 
-    A projective family is always written in full: in a config saved before 0.2.0
-    the bare name meant the matrix form (`from_saved`).
-    """
+
+def serialize(transform):
+    """The family's name when that is enough to rebuild it, else its Keras config."""
     transform = get(transform)
     default = FAMILIES.get(transform.name)
-    if default is not None and transform == default() and transform.name != "projective":
+    if default is not None and transform == default() and transform.name not in SAVED_NAMES:
         return transform.name
     return keras.saving.serialize_keras_object(transform)
 
 
 def from_saved(identifier):
-    """`get` for a family read back from a saved config (`serialize`'s output).
-
-    A bare `"projective"` there was written before 0.2.0, when the matrix was the only
-    projective form; 0.2.0 and later write the form out.
+    """`get` for a family read back from a saved config (`serialize`'s output): a bare
+    name in `SAVED_NAMES` is the family it meant when it was written.
 
     Example:
     >>> from_saved("projective").parameterisation
     'matrix'
     """
-    if identifier == "projective":
-        return Projective("matrix")
+    if isinstance(identifier, str) and identifier in SAVED_NAMES:
+        return SAVED_NAMES[identifier]
     return get(identifier)
 
 
