@@ -58,6 +58,9 @@ import keras_stn
 from keras_stn import datasets
 from keras_stn import visualize
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import distorted_mnist  # noqa: E402  (Table 1's CNN, from the example beside this file)
+
 # Jaderberg et al. 2015, Table 4 (left): test error (%) on MNIST addition.
 PAPER = {"FCN": 47.7, "CNN": 14.7, "ST-FCN": 18.5, "2xST-FCN": 5.8, "2xST-CNN": None,
          "CNN, digit sum": None, "2xST-CNN, digit sum": None}
@@ -249,20 +252,15 @@ def digit_classifier(size, kind="table1"):
     """A CNN with a softmax over the 10 digits, for one channel: `(batch, size, size, 1)`
     -> `(batch, 10)`. The digit-sum models apply one to both digits.
 
-    `kind="table1"`: the paper's Table 1 CNN (as `examples/distorted_mnist.py`): two
-    9x9 convolutions (32 and 64 filters), each followed by 2x2 max-pooling, then the
-    softmax. `"cnn"`: this example's `cnn`.
+    `kind="table1"`: the paper's Table 1 CNN, `examples/distorted_mnist.py`'s
+    `classifier` (two 9x9 convolutions of 32 and 64 filters, each followed by 2x2
+    max-pooling, then the softmax). `"cnn"`: this example's `cnn`.
     """
     inputs = keras.Input((size, size, 1), name="digit")
     if kind == "cnn":
         outputs = cnn(inputs, "digit", classes=10)
     else:
-        x = keras.layers.Conv2D(32, 9, activation="relu", name="digit_conv1")(inputs)
-        x = keras.layers.MaxPooling2D(2, name="digit_pool1")(x)
-        x = keras.layers.Conv2D(64, 9, activation="relu", name="digit_conv2")(x)
-        x = keras.layers.MaxPooling2D(2, padding="same", name="digit_pool2")(x)
-        x = keras.layers.Flatten(name="digit_flatten")(x)
-        outputs = keras.layers.Dense(10, activation="softmax", name="digit_softmax")(x)
+        outputs = distorted_mnist.classifier(inputs, "digit")
     return keras.Model(inputs, outputs, name="digit_classifier")
 
 
