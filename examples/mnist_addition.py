@@ -309,10 +309,12 @@ def _dense(x, units, name):
     return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def localisation():
+def localisation(kind="small"):
     """The transformers' localisation network: max-pool 2 - conv 5x5 16 - max-pool 2 -
-    conv 5x5 16 - dense 32 (ReLU); a quarter of the cost of the package's default
-    on 42x42 inputs."""
+    conv 5x5 16 - dense 32 (ReLU), a quarter of the cost of the package's default
+    on 42x42 inputs; `kind="default"` gives `None`, keras_stn's own."""
+    if kind == "default":
+        return None
     return keras.Sequential(
         [
             keras.layers.MaxPooling2D(2, name="pool0"),
@@ -338,7 +340,7 @@ def parallel_transformers(x, count, transform, output_size, initial, localiser="
     return keras_stn.SpatialTransformer(
         transform,
         output_size=output_size,
-        localisation=localisation() if localiser == "small" else None,
+        localisation=localisation(localiser),
         num_transformers=count,
         initial_transform=initial,
         return_transform=True,
@@ -368,7 +370,7 @@ def build_model(key, args):
         outputs = cnn(inputs)
     elif key == "st":
         x = keras_stn.SpatialTransformer(
-            args.transform, output_size=size, localisation=localisation(), name="st"
+            args.transform, output_size=size, localisation=localisation(args.localiser), name="st"
         )(inputs)
         outputs = fcn(x)
     elif key == "cnn-sum":
