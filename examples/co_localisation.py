@@ -22,8 +22,10 @@ settings without the test set). The clutter is cut from the encoder's training d
 
 Not a working reproduction yet: with the defaults on held-out digits (`--holdout`,
 seed 0) 7.3% of the T images and 6.3% of the TC images are localised, against the
-paper's 100% and 75-93%; the crops mostly settle on empty canvas.
-docs/multiple-transformers.md has the runs per digit.
+paper's 100% and 75-93%; the crops mostly settle on empty canvas. The loss is
+lowest with every crop on its digit, but flat where the crops start
+(`scripts/co_localisation_landscape.py`). docs/multiple-transformers.md has the runs
+per digit.
 
 The networks (docs/multiple-transformers.md says what the paper says and what is
 chosen here):
@@ -304,6 +306,26 @@ def build_transformer(initial_scale, min_scale):
     return keras.Model(images, [crops, theta], name="transformer")
 
 
+def crops_at(images, theta):
+    """The attention crops `(batch, 28, 28, 1)` of `images` at theta `[s, tx, ty]`."""
+    grid = keras_stn.transforms.get("attention").grid(theta, (DIGIT, DIGIT))
+    return keras_stn.ops.sample(images, grid)
+
+
+def random_crops(images, scale, shifts):
+    """The negatives: boxes of each crop's `scale` `(batch, 1)` at random places,
+    `shifts` `(batch, 2)` uniform in [-1, 1] over where such a box fits."""
+    return crops_at(images, tf.concat([scale, shifts * tf.nn.relu(1.0 - scale)], axis=1))
+
+
+def triplet_loss(anchor, positive, negative, margin):
+    """The paper's hinge on the encoder's features `(batch, F)` of three crops: the
+    mean over the batch of `max(0, |anchor - positive|^2 - |anchor - negative|^2 + margin)`."""
+    near = tf.reduce_sum(tf.square(anchor - positive), axis=1)
+    far = tf.reduce_sum(tf.square(anchor - negative), axis=1)
+    return tf.reduce_mean(tf.nn.relu(near - far + margin))
+
+
 def co_localise(images, encoder, args, rng):
     """Trains a new transformer on `images` alone; returns its theta on them."""
     transformer = build_transformer(args.initial_scale, args.min_scale)
@@ -315,14 +337,9 @@ def co_localise(images, encoder, args, rng):
         with tf.GradientTape() as tape:
             crops, theta = transformer(tf.concat([anchors, positives], axis=0))
             anchor, positive = tf.split(encoder(crops), 2)
-            # The negative: the anchor's box, as large as the crop, at a random place.
             scale = tf.stop_gradient(theta[: tf.shape(anchors)[0], :1])
-            box = tf.concat([scale, shifts * tf.nn.relu(1.0 - scale)], axis=1)
-            grid = keras_stn.transforms.get("attention").grid(box, (DIGIT, DIGIT))
-            negative = encoder(keras_stn.ops.sample(anchors, grid))
-            near = tf.reduce_sum(tf.square(anchor - positive), axis=1)
-            far = tf.reduce_sum(tf.square(anchor - negative), axis=1)
-            loss = tf.reduce_mean(tf.nn.relu(near - far + args.margin))
+            negative = encoder(random_crops(anchors, scale, shifts))
+            loss = triplet_loss(anchor, positive, negative, args.margin)
         optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return loss
 
@@ -340,6 +357,26 @@ def co_localise(images, encoder, args, rng):
 # ----------------------------------------------------------------------- the run
 
 
+def split_digits(holdout):
+    """The encoder's digits and the pool the images are made from.
+
+    Returns `((images, labels), (pool_images, pool_labels), split, source)`: the
+    encoder trains on the training digits less the last 100 of each class; the pool
+    is the test digits, or with `holdout` those last 100 training digits per class.
+    """
+    train = datasets.load_digits("train")
+    last = np.zeros(len(train.labels), bool)
+    for digit in range(10):
+        last[np.flatnonzero(train.labels == digit)[-PER_CLASS:]] = True
+    encoder_digits = (train.images[~last], train.labels[~last])
+    if holdout:
+        pool, split = (train.images[last], train.labels[last]), "held-out training digits"
+    else:
+        test = datasets.load_digits("test")
+        pool, split = (test.images, test.labels), "test digits"
+    return encoder_digits, pool, split, train.source
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
@@ -347,21 +384,12 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    train = datasets.load_digits("train")
-    last = np.zeros(len(train.labels), bool)
-    for digit in range(10):
-        last[np.flatnonzero(train.labels == digit)[-PER_CLASS:]] = True
-    encoder_images, encoder_labels = train.images[~last], train.labels[~last]
-    if args.holdout:
-        pool, split = (train.images[last], train.labels[last]), "held-out training digits"
-    else:
-        test = datasets.load_digits("test")
-        pool, split = (test.images, test.labels), "test digits"
+    (encoder_images, encoder_labels), pool, split, source = split_digits(args.holdout)
     if args.smoke:
         encoder_images, encoder_labels = encoder_images[:64], encoder_labels[:64]
     print(
         f"Co-localisation: encoder trained on {len(encoder_labels):,} training digits "
-        f"({train.source}); {args.images} images per class from {split}",
+        f"({source}); {args.images} images per class from {split}",
         flush=True,
     )
 
@@ -407,7 +435,7 @@ def main(argv=None):
                 "images_per_class": args.images,
                 "steps": args.steps,
                 "seed": args.seed,
-                "source": train.source,
+                "source": source,
                 "argv": sys.argv[1:] if argv is None else argv,
             },
             f,
@@ -431,8 +459,7 @@ def plot_crops(rows, path):
 
     figure = Figure(figsize=(8 * 0.9, len(rows) * 0.9 + 0.2))
     for row, (images, boxes, theta) in enumerate(rows):
-        grid = keras_stn.transforms.get("attention").grid(theta.astype("float32"), (DIGIT, DIGIT))
-        crops = keras.ops.convert_to_numpy(keras_stn.ops.sample(images, grid))
+        crops = keras.ops.convert_to_numpy(crops_at(images, theta.astype("float32")))
         for column in range(8):
             axes = figure.add_subplot(len(rows), 8, row * 8 + column + 1)
             axes.set_xticks([])

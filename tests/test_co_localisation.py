@@ -111,3 +111,39 @@ def test_the_box_stays_inside_the_canvas_and_starts_where_asked():
     model = example.build_transformer(1 / 3, 0.2)
     _, start = model(np.random.default_rng(0).uniform(size=(2, 84, 84, 1)).astype("float32"))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(start), [[1 / 3, 0, 0]] * 2, atol=1e-6)
+
+
+def test_triplet_loss_by_hand():
+    example = load_example()
+    anchor = np.array([[0.0, 0.0], [0.0, 0.0]], "float32")
+    positive = np.array([[1.0, 0.0], [0.0, 0.5]], "float32")  # near: 1, 0.25
+    negative = np.array([[0.0, 0.5], [3.0, 0.0]], "float32")  # far: 0.25, 9
+    # max(0, 1 - 0.25 + 1) = 1.75 and max(0, 0.25 - 9 + 1) = 0: the mean is 0.875.
+    loss = example.triplet_loss(anchor, positive, negative, 1.0)
+    np.testing.assert_allclose(float(loss), 0.875, rtol=1e-6)
+
+
+def test_random_crops_keep_the_scale_and_stay_inside():
+    example = load_example()
+    canvas = np.zeros((2, 84, 84, 1), "float32")
+    canvas[:, :28, :28] = 1.0  # ink in the top-left 28x28 only
+    scale = np.full((2, 1), 1 / 3, "float32")
+    # Shifts of -1 put the digit-sized box in the top-left corner, +1 in the bottom-right.
+    crops = keras.ops.convert_to_numpy(
+        example.random_crops(canvas, scale, np.float32([[-1, -1], [1, 1]])))
+    assert crops.shape == (2, 28, 28, 1)
+    np.testing.assert_allclose(crops[0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(crops[1], 0.0, atol=1e-6)
+
+
+def test_landscape_boxes_lie_at_the_asked_distance():
+    script = testing.load_script(os.path.join(ROOT, "scripts", "co_localisation_landscape.py"))
+    boxes = np.array([[28.0, 28.0, 56.0, 56.0]] * 50)  # digits at the canvas's centre
+    for offset in (0, 8, 21):
+        theta = script.boxes_at(boxes, offset, np.random.default_rng(offset))
+        np.testing.assert_allclose(theta[:, 0], 1 / 3, rtol=1e-6)
+        distance = np.linalg.norm(theta[:, 1:] * 42, axis=1)  # from the centre, in px
+        np.testing.assert_allclose(distance, offset, atol=1e-3)
+    # Far away, the box is kept inside the canvas.
+    theta = script.boxes_at(boxes, 200, np.random.default_rng(0))
+    assert np.all(np.abs(theta[:, 1:]) <= 2 / 3 + 1e-6)
