@@ -104,7 +104,7 @@ def test_bad_flags_are_refused(args, capsys):
 def test_defaults_are_the_documented_run():
     args = load_example().parse_args([])
     assert args.models == ["cnn-sum", "2st-cnn-sum"]
-    assert args.epochs == 10 and args.pairs == 16000 and args.batch_size == 64
+    assert args.epochs == 5 and args.pairs == 16000 and args.batch_size == 64
     assert args.holdout == 0 and args.st_size == 42 and args.digit_classifier == "table1"
     assert args.localiser == "small" and args.transform == "affine"
 
