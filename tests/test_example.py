@@ -216,6 +216,23 @@ def test_localiser_probe_prints_each_step():
     assert all(0 <= move < 1 for move in moves), moves
 
 
+def test_walk_off_probe_prints_how_much_of_the_output_reads_inside():
+    script = os.path.join(ROOT, "scripts", "probe_walk_off.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(
+        [sys.executable, script, "--variant", "R", "--steps", "4", "--every", "2", "--smoke"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("step")]
+    assert [line[1] for line in lines][:1] == ["2"]
+    for line in lines:
+        inside = float(line[line.index("inside") + 1])
+        centre = float(line[line.index("centre") + 1])
+        # Two steps from the identity: the output still reads the image, near its centre.
+        assert 0.5 < inside <= 1.0 and 0.0 <= centre < 0.5, line
+
+
 def test_a_runs_training_data_depend_only_on_its_seed():
     # The pipeline's shuffle and distortions take TensorFlow's global seed with their
     # own, and reshuffle on each iteration: built before the seed, or iterated by an
