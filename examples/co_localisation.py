@@ -9,7 +9,7 @@ crop's size from a random place of the first image. A crop counts as a success w
 the digit's 28x28 box with an intersection over union above 0.5. Prints the success
 rate per digit beside the paper's Table 5 and saves pictures of the crops.
 
-    python examples/co_localisation.py                      # T and TC, digits 0-9, ~6 CPU-min
+    python examples/co_localisation.py                      # T and TC, digits 0-9, ~4 min
     python examples/co_localisation.py --settings TC --digits 3,8 --seed 1
     python examples/co_localisation.py --holdout            # images of held-out training digits
     python examples/co_localisation.py --smoke              # a few steps: does it all run?

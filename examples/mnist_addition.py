@@ -6,7 +6,7 @@ the label is their sum, one of 19 classes. Trains the models named by `--models`
 prints their test errors beside the paper's Table 4 and saves pictures of what each
 transformer attends to.
 
-    python examples/mnist_addition.py                       # the CNN and the 2xST-CNN, digit sum, ~6 min
+    python examples/mnist_addition.py                       # the CNN and the 2xST-CNN, digit sum, ~5.5 min
     python examples/mnist_addition.py --epochs 10           # twice as long, both models better
     python examples/mnist_addition.py --seed 1
     python examples/mnist_addition.py --models fcn,cnn,2st  # the paper's models
