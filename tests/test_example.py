@@ -202,6 +202,45 @@ def test_table_keeps_projective_runs_of_the_keystone_apart_from_the_matrix_ones(
         assert (json.loads(record["key"])[-1] == "seeded") == (record.get("data") == "seeded")
 
 
+def test_table_keys_a_cnn_run_without_the_recipe_which_builds_only_transformers():
+    table = testing.load_script(TABLE)
+    plain = table.parse_args([])
+    other = table.parse_args(["--localisation-learning-rate", "0.3", "--no-antialias"])
+    assert table.run_key(plain, "TC", "cnn", 0) == table.run_key(other, "TC", "cnn", 0)
+    assert table.run_key(plain, "TC", "affine", 0) != table.run_key(other, "TC", "affine", 0)
+    assert table.run_key(plain, "TC", "cnn", 0) != table.run_key(plain, "TC", "cnn", 1)
+    path = os.path.join(ROOT, "docs", "data", "reproduction_runs.jsonl")
+    with open(path) as file:
+        records = [json.loads(line) for line in file]
+    for record in records:
+        recipe = json.loads(record["key"])[6]
+        assert (recipe is None) == (record["model"] == "cnn"), record["key"]
+
+
+def test_table_with_no_train_makes_the_table_from_its_runs_or_names_the_missing(tmp_path):
+    table = testing.load_script(TABLE)
+    flags = ["--variants", "R", "--models", "cnn,affine", "--seeds", "2",
+             "--out-dir", str(tmp_path), "--no-train"]
+    args = table.parse_args(flags)
+    errors = {("cnn", 0): 7.0, ("cnn", 1): 8.0, ("affine", 0): 4.0}
+    with open(tmp_path / "runs.jsonl", "w") as file:
+        for (key, seed), error in errors.items():
+            record = {"key": table.run_key(args, "R", key, seed), "error": error, "seconds": 1.0}
+            file.write(json.dumps(record) + "\n")
+    with pytest.raises(SystemExit, match="lacks 1 runs: R affine seed 1"):
+        table.main(flags)
+    assert not (tmp_path / "table.json").exists()
+    with open(tmp_path / "runs.jsonl", "a") as file:
+        record = {"key": table.run_key(args, "R", "affine", 1), "error": 5.0, "seconds": 1.0}
+        file.write(json.dumps(record) + "\n")
+    summary = table.main(flags)
+    # Gain 7.5 - 4.5 = 3.0 against the larger range, 1.0: it beats the CNN.
+    assert summary["R"]["affine"]["errors"] == [4.0, 5.0]
+    assert summary["R"]["affine"]["gain"] == pytest.approx(3.0)
+    assert summary["R"]["affine"]["beats_cnn"]
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 4
+
+
 def test_localiser_probe_prints_each_step():
     script = os.path.join(ROOT, "scripts", "probe_localiser.py")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
