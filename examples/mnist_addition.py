@@ -28,6 +28,7 @@ Two ways to read the sum:
   `DigitSum` turns the two digits' distributions into their sum's. The labels are
   still only the sums. `cnn-sum` reads each channel as it is; `2st-cnn-sum` reads
   channel 1 as transformer 1 sees it and channel 2 as transformer 2 sees it.
+  `fcn-sum` and `2st-fcn-sum` are the same with an FCN as the digit classifier.
 
 docs/multiple-transformers.md has the runs.
 
@@ -44,6 +45,8 @@ The networks (every hidden dense layer is batch-normalised):
   one digit classifier for both digits, Table 1's CNN (conv 9x9 32 - max-pool 2 -
   conv 9x9 64 - max-pool 2 - softmax 10, as `examples/distorted_mnist.py`; or this
   example's CNN with a softmax over 10, `--digit-classifier cnn`), then `DigitSum`.
+- FCN and 2xST-FCN, digit sum: the same with the FCN (softmax over 10) as the
+  digit classifier.
 """
 
 import argparse
@@ -64,8 +67,10 @@ import distorted_mnist  # noqa: E402  (Table 1's CNN, from the example beside th
 
 # Jaderberg et al. 2015, Table 4 (left): test error (%) on MNIST addition.
 PAPER = {"FCN": 47.7, "CNN": 14.7, "ST-FCN": 18.5, "2xST-FCN": 5.8, "2xST-CNN": None,
+         "FCN, digit sum": None, "2xST-FCN, digit sum": None,
          "CNN, digit sum": None, "2xST-CNN, digit sum": None}
 MODELS = {"fcn": "FCN", "cnn": "CNN", "st": "ST-FCN", "2st": "2xST-FCN", "2st-cnn": "2xST-CNN",
+          "fcn-sum": "FCN, digit sum", "2st-fcn-sum": "2xST-FCN, digit sum",
           "cnn-sum": "CNN, digit sum", "2st-cnn-sum": "2xST-CNN, digit sum"}
 CANVAS = datasets.IMAGE_SIZES["RTS"]  # 42
 CLASSES = 19  # sums 0 .. 18
@@ -229,13 +234,13 @@ class FreshPairs(keras.utils.PyDataset):
 # ----------------------------------------------------------------------- models
 
 
-def fcn(x, name="fcn"):
-    """Two hidden layers of 256 ReLU units (batch-normalised), then a softmax over the
-    19 sums."""
+def fcn(x, name="fcn", classes=CLASSES):
+    """Two hidden layers of 256 ReLU units (batch-normalised), then a softmax over
+    `classes`."""
     x = keras.layers.Flatten(name=f"{name}_flatten")(x)
     for k in (1, 2):
         x = _dense(x, 256, f"{name}_dense{k}")
-    return keras.layers.Dense(CLASSES, activation="softmax", name=f"{name}_softmax")(x)
+    return keras.layers.Dense(classes, activation="softmax", name=f"{name}_softmax")(x)
 
 
 def cnn(x, name="cnn", classes=CLASSES):
@@ -255,10 +260,12 @@ def digit_classifier(size, kind="table1"):
 
     `kind="table1"`: the paper's Table 1 CNN, `examples/distorted_mnist.py`'s
     `classifier` (two 9x9 convolutions of 32 and 64 filters, each followed by 2x2
-    max-pooling, then the softmax). `"cnn"`: this example's `cnn`.
+    max-pooling, then the softmax). `"cnn"`: this example's `cnn`; `"fcn"` its `fcn`.
     """
     inputs = keras.Input((size, size, 1), name="digit")
-    if kind == "cnn":
+    if kind == "fcn":
+        outputs = fcn(inputs, "digit", classes=10)
+    elif kind == "cnn":
         outputs = cnn(inputs, "digit", classes=10)
     else:
         outputs = distorted_mnist.classifier(inputs, "digit")
@@ -349,9 +356,10 @@ def parallel_transformers(x, count, transform, output_size, initial, localiser="
     )(x)
 
 
-def digit_sum(first, second, args):
-    """One digit classifier on each `(batch, size, size, 1)` digit, then `DigitSum`."""
-    classify = digit_classifier(first.shape[1], args.digit_classifier)
+def digit_sum(first, second, kind):
+    """One digit classifier of `kind` on each `(batch, size, size, 1)` digit, then
+    `DigitSum`."""
+    classify = digit_classifier(first.shape[1], kind)
     return DigitSum(name="digit_sum")([classify(first), classify(second)])
 
 
@@ -374,17 +382,20 @@ def build_model(key, args):
             args.transform, output_size=size, localisation=localisation(args.localiser), name="st"
         )(inputs)
         outputs = fcn(x)
-    elif key == "cnn-sum":
-        outputs = digit_sum(Channel(0, name="digit1")(inputs), Channel(1, name="digit2")(inputs), args)
+    elif key in ("fcn-sum", "cnn-sum"):
+        kind = "fcn" if key == "fcn-sum" else args.digit_classifier
+        outputs = digit_sum(Channel(0, name="digit1")(inputs), Channel(1, name="digit2")(inputs), kind)
     else:
         x, _ = parallel_transformers(inputs, 2, args.transform, size, args.initial, args.localiser)
-        if key == "2st-cnn-sum":
+        if key in ("2st-fcn-sum", "2st-cnn-sum"):
+            kind = "fcn" if key == "2st-fcn-sum" else args.digit_classifier
             # Transformer 1's view of channel 1, transformer 2's of channel 2.
-            outputs = digit_sum(Channel(0, name="digit1")(x), Channel(3, name="digit2")(x), args)
+            outputs = digit_sum(Channel(0, name="digit1")(x), Channel(3, name="digit2")(x), kind)
         else:
             outputs = fcn(x) if key == "2st" else cnn(x)
     names = {"fcn": "fcn", "cnn": "cnn", "st": "st_fcn", "2st": "two_st_fcn",
-             "2st-cnn": "two_st_cnn", "cnn-sum": "cnn_sum", "2st-cnn-sum": "two_st_cnn_sum"}
+             "2st-cnn": "two_st_cnn", "fcn-sum": "fcn_sum", "2st-fcn-sum": "two_st_fcn_sum",
+             "cnn-sum": "cnn_sum", "2st-cnn-sum": "two_st_cnn_sum"}
     return keras.Model(inputs, outputs, name=names[key])
 
 
@@ -464,7 +475,7 @@ def main(argv=None):
             indent=1,
         )
     written = [f"{stem}.md", f"{stem}.json"]
-    for key in ("2st", "2st-cnn", "2st-cnn-sum"):
+    for key in ("2st", "2st-cnn", "2st-fcn-sum", "2st-cnn-sum"):
         if key in trained:
             shown = _first_of_each_sum(test_sums, 8)
             name = f"addition_{key}.png"

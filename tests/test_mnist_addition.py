@@ -14,7 +14,8 @@ from tests import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "mnist_addition.py")
-MODELS = ["fcn", "cnn", "st", "2st", "2st-cnn", "cnn-sum", "2st-cnn-sum"]
+MODELS = ["fcn", "cnn", "st", "2st", "2st-cnn", "fcn-sum", "2st-fcn-sum", "cnn-sum",
+          "2st-cnn-sum"]
 
 
 def load_example():
@@ -32,14 +33,14 @@ def test_smoke_run_trains_every_model_prints_the_table_and_draws_the_transformer
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for label, paper in (("FCN", 47.7), ("CNN", 14.7), ("ST-FCN", 18.5), ("2xST-FCN", 5.8),
-                         ("2xST-CNN, digit sum", "-")):
+                         ("2xST-FCN, digit sum", "-"), ("2xST-CNN, digit sum", "-")):
         assert f"| {label} | " in result.stdout and f"| {paper} |" in result.stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results["errors"]) == set(MODELS)
     assert all(0 <= e <= 100 for e in results["errors"].values())
     assert results["evaluated_on"].endswith("test digits")
     assert (out / "results.md").read_text().startswith("MNIST addition")
-    pictures = [f"addition_{key}.png" for key in ("2st", "2st-cnn", "2st-cnn-sum")]
+    pictures = [f"addition_{key}.png" for key in ("2st", "2st-cnn", "2st-fcn-sum", "2st-cnn-sum")]
     for picture in pictures:
         assert (out / picture).stat().st_size > 2000
     assert "results.md, results.json, " + ", ".join(pictures) in result.stdout
@@ -137,9 +138,13 @@ def test_the_sum_models_read_each_channel_with_one_digit_classifier(classifier, 
     example = load_example()
     args = example.parse_args(["--digit-classifier", classifier])
     pairs = np.random.default_rng(0).uniform(size=(3, 42, 42, 2)).astype("float32")
-    for key in ("cnn-sum", "2st-cnn-sum"):
+    keys = ("cnn-sum", "2st-cnn-sum") + (("fcn-sum", "2st-fcn-sum") if classifier == "cnn" else ())
+    for key in keys:
         model = example.build_model(key, args)
         assert model.output_shape == (None, 19)
+        digit = model.get_layer("digit_classifier")
+        convolutions = [layer for layer in digit.layers if isinstance(layer, keras.layers.Conv2D)]
+        assert bool(convolutions) == (not key.endswith("fcn-sum")), key
         sums = keras.ops.convert_to_numpy(model(pairs))
         np.testing.assert_allclose(sums.sum(axis=1), 1.0, atol=1e-5)
         # One classifier for both digits: swapping the channels keeps the sum (the
