@@ -28,7 +28,8 @@ Two ways to read the sum:
   `DigitSum` turns the two digits' distributions into their sum's. The labels are
   still only the sums. `cnn-sum` reads each channel as it is; `2st-cnn-sum` reads
   channel 1 as transformer 1 sees it and channel 2 as transformer 2 sees it.
-  `fcn-sum` and `2st-fcn-sum` are the same with an FCN as the digit classifier.
+  `fcn-sum` and `2st-fcn-sum` are the same with an FCN as the digit classifier;
+  `st-fcn-sum` reads both channels through one transformer.
 
 docs/multiple-transformers.md has the runs.
 
@@ -45,8 +46,9 @@ The networks (every hidden dense layer is batch-normalised):
   one digit classifier for both digits, Table 1's CNN (conv 9x9 32 - max-pool 2 -
   conv 9x9 64 - max-pool 2 - softmax 10, as `examples/distorted_mnist.py`; or this
   example's CNN with a softmax over 10, `--digit-classifier cnn`), then `DigitSum`.
-- FCN and 2xST-FCN, digit sum: the same with the FCN (softmax over 10) as the
-  digit classifier.
+- FCN, ST-FCN and 2xST-FCN, digit sum: the same with the FCN (softmax over 10) as
+  the digit classifier; the ST-FCN's one transformer (the ST-FCN's above) moves both
+  channels alike.
 """
 
 import argparse
@@ -67,10 +69,11 @@ import distorted_mnist  # noqa: E402  (Table 1's CNN, from the example beside th
 
 # Jaderberg et al. 2015, Table 4 (left): test error (%) on MNIST addition.
 PAPER = {"FCN": 47.7, "CNN": 14.7, "ST-FCN": 18.5, "2xST-FCN": 5.8, "2xST-CNN": None,
-         "FCN, digit sum": None, "2xST-FCN, digit sum": None,
+         "FCN, digit sum": None, "ST-FCN, digit sum": None, "2xST-FCN, digit sum": None,
          "CNN, digit sum": None, "2xST-CNN, digit sum": None}
 MODELS = {"fcn": "FCN", "cnn": "CNN", "st": "ST-FCN", "2st": "2xST-FCN", "2st-cnn": "2xST-CNN",
-          "fcn-sum": "FCN, digit sum", "2st-fcn-sum": "2xST-FCN, digit sum",
+          "fcn-sum": "FCN, digit sum", "st-fcn-sum": "ST-FCN, digit sum",
+          "2st-fcn-sum": "2xST-FCN, digit sum",
           "cnn-sum": "CNN, digit sum", "2st-cnn-sum": "2xST-CNN, digit sum"}
 CANVAS = datasets.IMAGE_SIZES["RTS"]  # 42
 CLASSES = 19  # sums 0 .. 18
@@ -370,9 +373,30 @@ def transformer_thetas(model, pairs):
     return keras.ops.convert_to_numpy(theta(pairs))
 
 
+# The digit-sum models: how many transformers come first, and the digit classifier
+# (None: `--digit-classifier`'s). With one transformer both digits are read through it.
+SUM_MODELS = {"fcn-sum": (0, "fcn"), "st-fcn-sum": (1, "fcn"), "2st-fcn-sum": (2, "fcn"),
+              "cnn-sum": (0, None), "2st-cnn-sum": (2, None)}
+
+
 def build_model(key, args):
     inputs = keras.Input((CANVAS, CANVAS, 2), name="pair")
     size = (args.st_size, args.st_size)
+    name = {"st": "st_fcn", "2st": "two_st_fcn"}.get(key, key.replace("-", "_").replace("2st", "two_st"))
+    if key in SUM_MODELS:
+        count, kind = SUM_MODELS[key]
+        kind = kind or args.digit_classifier
+        x, second = inputs, 1
+        if count == 1:
+            x = keras_stn.SpatialTransformer(
+                args.transform, output_size=size, localisation=localisation(args.localiser),
+                name="st",
+            )(inputs)
+        elif count == 2:
+            x, _ = parallel_transformers(inputs, 2, args.transform, size, args.initial, args.localiser)
+            second = 3  # Transformer 1's view of channel 1, transformer 2's of channel 2.
+        outputs = digit_sum(Channel(0, name="digit1")(x), Channel(second, name="digit2")(x), kind)
+        return keras.Model(inputs, outputs, name=name)
     if key == "fcn":
         outputs = fcn(inputs)
     elif key == "cnn":
@@ -382,21 +406,10 @@ def build_model(key, args):
             args.transform, output_size=size, localisation=localisation(args.localiser), name="st"
         )(inputs)
         outputs = fcn(x)
-    elif key in ("fcn-sum", "cnn-sum"):
-        kind = "fcn" if key == "fcn-sum" else args.digit_classifier
-        outputs = digit_sum(Channel(0, name="digit1")(inputs), Channel(1, name="digit2")(inputs), kind)
     else:
         x, _ = parallel_transformers(inputs, 2, args.transform, size, args.initial, args.localiser)
-        if key in ("2st-fcn-sum", "2st-cnn-sum"):
-            kind = "fcn" if key == "2st-fcn-sum" else args.digit_classifier
-            # Transformer 1's view of channel 1, transformer 2's of channel 2.
-            outputs = digit_sum(Channel(0, name="digit1")(x), Channel(3, name="digit2")(x), kind)
-        else:
-            outputs = fcn(x) if key == "2st" else cnn(x)
-    names = {"fcn": "fcn", "cnn": "cnn", "st": "st_fcn", "2st": "two_st_fcn",
-             "2st-cnn": "two_st_cnn", "fcn-sum": "fcn_sum", "2st-fcn-sum": "two_st_fcn_sum",
-             "cnn-sum": "cnn_sum", "2st-cnn-sum": "two_st_cnn_sum"}
-    return keras.Model(inputs, outputs, name=names[key])
+        outputs = fcn(x) if key == "2st" else cnn(x)
+    return keras.Model(inputs, outputs, name=name)
 
 
 # ----------------------------------------------------------------------- the run
