@@ -10,6 +10,7 @@ transformer attends to.
     python examples/mnist_addition.py --epochs 10           # twice as long, both models better
     python examples/mnist_addition.py --seed 1
     python examples/mnist_addition.py --models fcn,cnn,2st  # the paper's models
+    python examples/mnist_addition.py --models fcn-sum,st-fcn-sum,2st-fcn-sum   # the FCN rows, digit sum
     python examples/mnist_addition.py --holdout 500         # choose settings without the test set
     python examples/mnist_addition.py --smoke               # a few steps: does it all run?
 
