@@ -110,12 +110,11 @@ class Recipe(collections.namedtuple(
       where it shrinks the input (where it zooms out, or with a smaller
       `output_size`).
     - `localisation_learning_rate`: the localisation network's learning-rate
-      multiplier; 0.3 keeps the transformer on the image in the first steps, before
-      the classifier has learned anything (at 1.0 one TC run of four walked off).
+      multiplier.
     """
 
 
-DEFAULT_RECIPE = Recipe(output_size=0, antialias=True, localisation_learning_rate=0.3)
+DEFAULT_RECIPE = Recipe(output_size=0, antialias=True, localisation_learning_rate=1.0)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

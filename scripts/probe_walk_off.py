@@ -8,8 +8,8 @@ the identity, 0 once the output has left the image) and where the output's centr
 reads from (its distance from the image's centre, in half-widths).
 docs/reproduction.md has its figures.
 
-    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine    # the recipe's 0.3x: stays
-    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --localisation-learning-rate 1.0   # walks off
+    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine     # walks off
+    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --localisation-learning-rate 0.3
 
 Any other flag is the example's (`--localisation-learning-rate`, `--antialias`, ...).
 """

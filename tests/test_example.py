@@ -136,8 +136,6 @@ def test_defaults_are_the_documented_recipe():
     args = example.parse_args([])
     assert args.recipe == example.DEFAULT_RECIPE
     assert args.recipe.output_size == 0 and args.recipe.antialias is True
-    assert args.recipe.localisation_learning_rate == 0.3
-    assert example.build_model("affine", 28).get_layer("st").learning_rate_multiplier == 0.3
     for size in (28, 42, 60):  # the transformer keeps every variant's input size
         st = example.build_model("affine", size).get_layer("st")
         assert st.output_size is None and st.antialias
