@@ -48,8 +48,8 @@ The networks (every hidden dense layer is batch-normalised):
   conv 9x9 64 - max-pool 2 - softmax 10, as `examples/distorted_mnist.py`; or this
   example's CNN with a softmax over 10, `--digit-classifier cnn`), then `DigitSum`.
 - FCN, ST-FCN and 2xST-FCN, digit sum: the same with the FCN (softmax over 10) as
-  the digit classifier; the ST-FCN's one transformer (the ST-FCN's above) moves both
-  channels alike.
+  the digit classifier; the ST-FCN's one transformer, as in the ST-FCN above, moves
+  both channels alike.
 """
 
 import argparse
