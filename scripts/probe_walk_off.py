@@ -34,9 +34,11 @@ class WalkProbe(keras.callbacks.Callback):
     def __init__(self, images, steps, every):
         super().__init__()
         self.images, self.steps, self.every = images, steps, every
+        self.step = 0  # counted across epochs: Keras numbers batches within each one
 
     def on_train_batch_end(self, batch, logs=None):
-        step = batch + 1
+        self.step += 1
+        step = self.step
         if step % self.every == 0 or step == self.steps:
             inside, centre = read_inside(self.model.get_layer("st"), self.images)
             print(f"step {step:3d}  loss {logs['loss']:.4f}  inside {inside:.3f}  "

@@ -272,6 +272,20 @@ def test_walk_off_probe_prints_how_much_of_the_output_reads_inside():
         assert 0.5 < inside <= 1.0 and 0.0 <= centre < 0.5, line
 
 
+def test_walk_off_probe_counts_steps_across_epochs_and_stops_at_steps():
+    # 32 digits in batches of 16: two steps an epoch, so step 3 is in the second epoch.
+    script = os.path.join(ROOT, "scripts", "probe_walk_off.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(
+        [sys.executable, script, "--variant", "R", "--steps", "3", "--every", "1",
+         "--train-digits", "32", "--test-digits", "64", "--batch-size", "16", "--epochs", "4"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("step")]
+    assert [line[1] for line in lines] == ["1", "2", "3"]
+
+
 def test_a_runs_training_data_depend_only_on_its_seed():
     # The pipeline's shuffle and distortions take TensorFlow's global seed with their
     # own, and reshuffle on each iteration: built before the seed, or iterated by an
