@@ -378,39 +378,42 @@ def transformer_thetas(model, pairs):
 # (None: `--digit-classifier`'s). With one transformer both digits are read through it.
 SUM_MODELS = {"fcn-sum": (0, "fcn"), "st-fcn-sum": (1, "fcn"), "2st-fcn-sum": (2, "fcn"),
               "cnn-sum": (0, None), "2st-cnn-sum": (2, None)}
+NAMES = {"fcn": "fcn", "cnn": "cnn", "st": "st_fcn", "2st": "two_st_fcn", "2st-cnn": "two_st_cnn",
+         "fcn-sum": "fcn_sum", "st-fcn-sum": "st_fcn_sum", "2st-fcn-sum": "two_st_fcn_sum",
+         "cnn-sum": "cnn_sum", "2st-cnn-sum": "two_st_cnn_sum"}
+
+
+def one_transformer(x, args):
+    """The ST-FCN's transformer: one, moving every channel of `x` alike."""
+    return keras_stn.SpatialTransformer(
+        args.transform, output_size=(args.st_size, args.st_size),
+        localisation=localisation(args.localiser), name="st",
+    )(x)
 
 
 def build_model(key, args):
     inputs = keras.Input((CANVAS, CANVAS, 2), name="pair")
     size = (args.st_size, args.st_size)
-    name = {"st": "st_fcn", "2st": "two_st_fcn"}.get(key, key.replace("-", "_").replace("2st", "two_st"))
     if key in SUM_MODELS:
         count, kind = SUM_MODELS[key]
-        kind = kind or args.digit_classifier
         x, second = inputs, 1
         if count == 1:
-            x = keras_stn.SpatialTransformer(
-                args.transform, output_size=size, localisation=localisation(args.localiser),
-                name="st",
-            )(inputs)
+            x = one_transformer(inputs, args)
         elif count == 2:
             x, _ = parallel_transformers(inputs, 2, args.transform, size, args.initial, args.localiser)
             second = 3  # Transformer 1's view of channel 1, transformer 2's of channel 2.
-        outputs = digit_sum(Channel(0, name="digit1")(x), Channel(second, name="digit2")(x), kind)
-        return keras.Model(inputs, outputs, name=name)
-    if key == "fcn":
+        first, second = Channel(0, name="digit1")(x), Channel(second, name="digit2")(x)
+        outputs = digit_sum(first, second, kind or args.digit_classifier)
+    elif key == "fcn":
         outputs = fcn(inputs)
     elif key == "cnn":
         outputs = cnn(inputs)
     elif key == "st":
-        x = keras_stn.SpatialTransformer(
-            args.transform, output_size=size, localisation=localisation(args.localiser), name="st"
-        )(inputs)
-        outputs = fcn(x)
+        outputs = fcn(one_transformer(inputs, args))
     else:
         x, _ = parallel_transformers(inputs, 2, args.transform, size, args.initial, args.localiser)
         outputs = fcn(x) if key == "2st" else cnn(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=NAMES[key])
 
 
 # ----------------------------------------------------------------------- the run

@@ -25,7 +25,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_stn  # noqa: E402
-from keras_stn import datasets  # noqa: E402
 
 
 class WalkProbe(keras.callbacks.Callback):
