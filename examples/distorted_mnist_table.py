@@ -68,6 +68,9 @@ def run_key(args, variant, key, seed):
     """What makes two runs the same run (for resuming). The recipe builds only the
     transformers, so a CNN's run is the same under every recipe."""
     recipe = None if key == "cnn" else list(args.recipe)
+    if recipe and not args.recipe.warmup_steps:
+        # Runs made before the recipe had a warm-up have no such field.
+        recipe = recipe[:-1]
     fields = [variant, key, seed, args.epochs, args.batch_size, args.learning_rate,
               recipe, args.train_digits, args.test_digits,
               args.validation_digits, args.source]

@@ -231,7 +231,9 @@ def layer_models():
 
 def fit_model():
     inputs = keras.Input(LAYER_INPUT[1:])
-    sampled = keras_stn.SpatialTransformer("affine", output_size=(8, 8), name="st")(inputs)
+    # One step held still: the step counter and its gradient gate on every backend.
+    sampled = keras_stn.SpatialTransformer("affine", output_size=(8, 8), warmup_steps=1,
+                                           name="st")(inputs)
     logits = keras.layers.Dense(3, name="head")(keras.layers.Flatten()(sampled))
     return keras.Model(inputs, logits)
 

@@ -136,15 +136,17 @@ def test_defaults_are_the_documented_recipe():
     args = example.parse_args([])
     assert args.recipe == example.DEFAULT_RECIPE
     assert args.recipe.output_size == 0 and args.recipe.antialias is True
+    assert args.recipe.warmup_steps == 63  # the first epoch of 4,000 digits at batch 64
     for size in (28, 42, 60):  # the transformer keeps every variant's input size
         st = example.build_model("affine", size).get_layer("st")
-        assert st.output_size is None and st.antialias
+        assert st.output_size is None and st.antialias and st.warmup_steps == 63
         assert example.build_model("affine", size).output_shape == (None, 10)
     changed = example.parse_args(["--no-antialias", "--output-size", "28",
-                                  "--localisation-learning-rate", "0.1"]).recipe
+                                  "--localisation-learning-rate", "0.1",
+                                  "--warmup-steps", "0"]).recipe
     st = example.build_model("tps", 42, changed).get_layer("st")
     assert st.output_size == (28, 28) and not st.antialias
-    assert st.learning_rate_multiplier == 0.1
+    assert st.learning_rate_multiplier == 0.1 and st.warmup_steps == 0
     assert example.build_model("affine", 28, changed).get_layer("st").output_size is None
 
 
@@ -209,6 +211,11 @@ def test_table_keys_a_cnn_run_without_the_recipe_which_builds_only_transformers(
     assert table.run_key(plain, "TC", "cnn", 0) == table.run_key(other, "TC", "cnn", 0)
     assert table.run_key(plain, "TC", "affine", 0) != table.run_key(other, "TC", "affine", 0)
     assert table.run_key(plain, "TC", "cnn", 0) != table.run_key(plain, "TC", "cnn", 1)
+    # The warm-up is part of an ST-CNN's run; without one, the key is that of the runs
+    # recorded before the recipe had a warm-up.
+    cold = table.parse_args(["--warmup-steps", "0"])
+    assert table.run_key(plain, "TC", "affine", 0) != table.run_key(cold, "TC", "affine", 0)
+    assert json.loads(table.run_key(cold, "TC", "affine", 0))[6] == [0, True, 1.0]
     path = os.path.join(ROOT, "docs", "data", "reproduction_runs.jsonl")
     with open(path) as file:
         records = [json.loads(line) for line in file]

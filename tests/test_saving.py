@@ -89,7 +89,7 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
     models["training_aids"] = classifier(
         keras_stn.SpatialTransformer(
             "affine", learning_rate_multiplier=0.1, identity_penalty=0.01, antialias=True,
-            padding_mode="constant", fill_value=[0.25], output_size=(8, 8),
+            padding_mode="constant", fill_value=[0.25], output_size=(8, 8), warmup_steps=5,
         )
     )
     models["two_tiles"] = classifier(

@@ -107,6 +107,67 @@ def test_identity_penalty_adds_its_loss_and_holds_theta_back():
     assert shifts[0.0] > 0.2 and shifts[1.0] < 0.5 * shifts[0.0], shifts
 
 
+def warmup_model(warmup_steps):
+    """A transformer with `warmup_steps` and a Dense head after it."""
+    keras.utils.set_random_seed(0)
+    st = keras_stn.SpatialTransformer("affine", warmup_steps=warmup_steps, name="st")
+    model = keras.Sequential([keras.Input((12, 12, 1)), st, keras.layers.Flatten(),
+                              keras.layers.Dense(3, name="head")])
+    # A non-zero head kernel: the whole localisation network gets a gradient.
+    kernel = np.random.default_rng(0).normal(0, 0.05, st.regressor.kernel.shape)
+    st.regressor.kernel.assign(kernel)
+    return model
+
+
+def localiser_weights(model):
+    st = model.get_layer("st")
+    return [keras.ops.convert_to_numpy(w) for w in st.localisation.trainable_weights
+            + st.regressor.trainable_weights]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_warmup_holds_the_localiser_still_then_lets_it_learn(optimizer):
+    images = random_images((8, 12, 12, 1))
+    targets = np.random.default_rng(1).normal(size=(8, 3)).astype("float32")
+    held, free = warmup_model(2), warmup_model(0)
+    for model in (held, free):
+        model.compile(keras.optimizers.get({"class_name": optimizer,
+                                            "config": {"learning_rate": 0.01}}), "mse")
+    start = localiser_weights(held)
+    np.testing.assert_array_equal(held(images), free(images))
+    for step in (1, 2):
+        held.train_on_batch(images, targets)
+        free.train_on_batch(images, targets)
+        if step == 1:
+            # Same forward pass, same step for the layers after the transformer.
+            np.testing.assert_allclose(held.get_layer("head").get_weights()[0],
+                                       free.get_layer("head").get_weights()[0], atol=1e-6)
+        # The localisation network and head stay bit for bit where they started,
+        # where without the warm-up they move.
+        for before, now in zip(start, localiser_weights(held)):
+            np.testing.assert_array_equal(now, before)
+        assert max(np.abs(a - b).max() for a, b in zip(start, localiser_weights(free))) > 1e-4
+        assert int(keras.ops.convert_to_numpy(held.get_layer("st").training_calls)) == step
+    # Predicting and evaluating are not training calls.
+    held.predict(images, verbose=0)
+    held.evaluate(images, targets, verbose=0)
+    assert int(keras.ops.convert_to_numpy(held.get_layer("st").training_calls)) == 2
+    held.train_on_batch(images, targets)
+    moved = [np.abs(now - before).max() > 1e-6
+             for before, now in zip(start, localiser_weights(held))]
+    assert all(moved), moved
+
+
+def test_warmup_is_the_same_forward_pass_and_adds_no_weight_when_off():
+    images = random_images((2, 12, 12, 1))
+    assert "training_calls" not in [w.name for w in warmup_model(0).weights]
+    held = warmup_model(3)
+    held(images)
+    assert held.get_layer("st").training_calls.trainable is False
+    np.testing.assert_array_equal(held(images, training=True),
+                                  warmup_model(0)(images, training=True))
+
+
 def test_constant_padding_and_antialias_reach_the_sampler():
     images = random_images((2, 24, 24, 2))
     st = keras_stn.SpatialTransformer("attention", output_size=(6, 6), padding_mode="constant",
@@ -181,6 +242,9 @@ def test_volumes_fit_compile_and_save(tmp_path):
         ("learning_rate_multiplier", dict(learning_rate_multiplier=0)),
         ("learning_rate_multiplier", dict(learning_rate_multiplier="fast")),
         ("identity_penalty", dict(identity_penalty=-1.0)),
+        ("warmup_steps", dict(warmup_steps=-1)),
+        ("warmup_steps", dict(warmup_steps=2.5)),
+        ("warmup_steps", dict(warmup_steps=True)),
         ("num_transformers", dict(num_transformers=0)),
         ("initial_transform", dict(initial_transform="random")),
         ("antialias", dict(antialias="yes")),

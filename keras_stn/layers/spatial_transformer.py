@@ -67,6 +67,12 @@ class SpatialTransformer(keras.layers.Layer):
         identity_penalty: adds `identity_penalty * mean over the batch of
             sum((theta - theta_0) ** 2)` to the model's losses, `theta_0` being the
             initial transform: it pulls theta back towards where it started.
+        warmup_steps: for its first `warmup_steps` training calls the transformer
+            holds still: the localisation network and head get no gradient, so the
+            layers after it learn on the view it starts with before it moves (a
+            localiser that moves while they are still random can walk off what
+            matters and never come back). The calls are counted in a non-trainable
+            variable, `training_calls`, saved with the model.
         return_transform: if `True`, the layer also returns theta.
         return_mask: if `True`, the layer also returns how much of each output
             pixel was read from inside the input (`keras_stn.ops.validity_mask`),
@@ -117,6 +123,7 @@ class SpatialTransformer(keras.layers.Layer):
         initial_transform="identity",
         learning_rate_multiplier=1.0,
         identity_penalty=0.0,
+        warmup_steps=0,
         return_transform=False,
         return_mask=False,
         data_format=None,
@@ -158,6 +165,7 @@ class SpatialTransformer(keras.layers.Layer):
         self.identity_penalty = _checks.check_non_negative_float(
             "identity_penalty", identity_penalty
         )
+        self.warmup_steps = _checks.check_non_negative_int("warmup_steps", warmup_steps)
         self.return_transform = _checks.check_bool("return_transform", return_transform)
         self.return_mask = _checks.check_bool("return_mask", return_mask)
         self.data_format = _checks.check_data_format(data_format)
@@ -214,6 +222,15 @@ class SpatialTransformer(keras.layers.Layer):
         self.regressor.build(features.shape)
         self._initial_theta = bias.parameters().reshape(-1).astype("float32")
         self._store_scaled_weights()
+        if self.warmup_steps:
+            self.training_calls = self.add_weight(
+                shape=(),
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+                aggregation="only_first_replica",
+                name="training_calls",
+            )
 
     def call(self, inputs, training=None):
         output, grid, theta = self.sample_with_grid(inputs, training=training)
@@ -265,6 +282,11 @@ class SpatialTransformer(keras.layers.Layer):
             bias = _read_scaled(self.regressor.bias, multiplier, self._initial_theta)
             features = keras.ops.cast(features, "float32")
             theta = keras.ops.matmul(features, kernel) + bias
+        if self.warmup_steps and training:
+            # The same theta; no gradient to the localiser while warming up.
+            warming = keras.ops.less(self.training_calls.value, self.warmup_steps)
+            theta = keras.ops.where(warming, keras.ops.stop_gradient(theta), theta)
+            self.training_calls.assign_add(1)
         if self.num_transformers > 1:
             theta = keras.ops.reshape(theta, (-1, self.num_transformers, self.transform.num_params))
         return theta
@@ -421,6 +443,7 @@ class SpatialTransformer(keras.layers.Layer):
             "initial_transform": self.initial_transform,
             "learning_rate_multiplier": self.learning_rate_multiplier,
             "identity_penalty": self.identity_penalty,
+            "warmup_steps": self.warmup_steps,
             "return_transform": self.return_transform,
             "return_mask": self.return_mask,
             "data_format": self.data_format,
