@@ -8,10 +8,12 @@ the identity, 0 once the output has left the image) and where the output's centr
 reads from (its distance from the image's centre, in half-widths).
 docs/reproduction.md has its figures.
 
-    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine     # walks off
-    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --localisation-learning-rate 0.3
+    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --warmup-steps 0   # walks off
+    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --warmup-steps 0 --localisation-learning-rate 0.3
+    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --steps 160  # the recipe: held 63 steps
 
-Any other flag is the example's (`--localisation-learning-rate`, `--antialias`, ...).
+Any other flag is the example's (`--warmup-steps`, `--localisation-learning-rate`,
+`--antialias`, ...).
 """
 
 import argparse

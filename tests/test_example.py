@@ -266,7 +266,8 @@ def test_walk_off_probe_prints_how_much_of_the_output_reads_inside():
     script = os.path.join(ROOT, "scripts", "probe_walk_off.py")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
-        [sys.executable, script, "--variant", "R", "--steps", "4", "--every", "2", "--smoke"],
+        [sys.executable, script, "--variant", "R", "--steps", "4", "--every", "2", "--smoke",
+         "--warmup-steps", "0"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
