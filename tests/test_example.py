@@ -248,6 +248,24 @@ def test_table_with_no_train_makes_the_table_from_its_runs_or_names_the_missing(
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 4
 
 
+def test_table_calls_a_tie_a_tie_whatever_float32_rounding_says():
+    # R's projective row of 2026-12-06: a gain of 1.2 points against a spread of 1.2,
+    # which Keras' float32 accuracies made 1.1999985 against 1.1999965.
+    table = testing.load_script(TABLE)
+    args = table.parse_args(["--variants", "R", "--models", "cnn,projective"])
+    cnn = [6.599998474121094, 7.599997520446777, 6.699997186660767]
+    st = [5.0000011920928955, 6.199997663497925, 6.099998950958252]
+    results = {("R", seed, key): {"error": error, "seconds": 1.0}
+               for key, errors in (("cnn", cnn), ("projective", st))
+               for seed, error in enumerate(errors)}
+    row = table.summarise(args, results)["R"]["projective"]
+    assert row["gain"] == pytest.approx(1.2, abs=1e-5) and row["spread"] == pytest.approx(1.2, abs=1e-5)
+    assert not row["beats_cnn"]
+    # One test digit more (0.1 point) on one seed of the CNN is a win.
+    results[("R", 1, "cnn")]["error"] = 7.699997
+    assert table.summarise(args, results)["R"]["projective"]["beats_cnn"]
+
+
 def test_localiser_probe_prints_each_step():
     script = os.path.join(ROOT, "scripts", "probe_localiser.py")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
