@@ -337,3 +337,25 @@ def test_a_runs_training_data_depend_only_on_its_seed():
     images, labels = first_batch(example.training_data(args))
     np.testing.assert_array_equal(images, expected[0])
     np.testing.assert_array_equal(labels, expected[1])
+
+
+@pytest.mark.parametrize("flags", [[], ["--warmup-steps", "0"],
+                                   ["--warmup-steps", "0", "--localisation-learning-rate", "0.3"]],
+                         ids=["recipe", "before_the_warm_up", "localisation_0.3x"])
+def test_reproduction_tables_are_the_recorded_runs(tmp_path, flags):
+    # docs/reproduction.md's seeded tables, made again from docs/data with --no-train:
+    # every row's numbers (seeds, mean, sd, range) are on the page as printed.
+    table = testing.load_script(TABLE)
+    path = os.path.join(ROOT, "docs", "data", "reproduction_runs.jsonl")
+    with open(path) as file:
+        seeded = [line for line in file if '"seeded"' in line]
+    (tmp_path / "runs.jsonl").write_text("".join(seeded))
+    table.main(flags + ["--out-dir", str(tmp_path), "--no-train"])
+    with open(os.path.join(ROOT, "docs", "reproduction.md")) as file:
+        page = file.read()
+    rows = [line for line in (tmp_path / "table.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| variant")]
+    assert len(rows) == 20
+    for row in rows:
+        numbers = "|".join(row.split("|")[:8])  # variant, model, seeds, mean, range
+        assert numbers in page, row
