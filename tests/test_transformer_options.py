@@ -158,6 +158,19 @@ def test_warmup_holds_the_localiser_still_then_lets_it_learn(optimizer):
     assert all(moved), moved
 
 
+def test_warmup_count_is_saved_and_a_reloaded_model_resumes_it(tmp_path):
+    images = random_images((8, 12, 12, 1))
+    targets = np.zeros((8, 3), "float32")
+    model = warmup_model(5)
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.fit(images, targets, batch_size=4, epochs=1, verbose=0)  # two steps
+    path = str(tmp_path / "warm.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("st").warmup_steps == 5
+    assert int(keras.ops.convert_to_numpy(loaded.get_layer("st").training_calls)) == 2
+
+
 def test_warmup_is_the_same_forward_pass_and_adds_no_weight_when_off():
     images = random_images((2, 12, 12, 1))
     assert "training_calls" not in [w.name for w in warmup_model(0).weights]
