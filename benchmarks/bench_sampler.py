@@ -25,6 +25,10 @@ Methods:
 - `stn fit graph`: the same `tf.function` without `jit_compile`, reading through
   `keras_stn.ops.sample_compiled` (the sampler as one XLA function): what the layers
   run while training when the model is not compiled with XLA (Keras' CPU default).
+- `reads graph` (`fwd` only): the `tf.gather` reads of the 2 ** rank taps and their
+  blend, op by op, from flat indices and fractions computed before the clock. No
+  sampler that TensorFlow runs op by op with `tf.gather` (a served SavedModel) can
+  take less: the floor under `stn graph`.
 
 The methods take turns in one process, round after round, each in a block of four
 calls of which the last three are timed (the first wakes its library's threads, as
@@ -41,6 +45,7 @@ the script runs, not a measurement.
 """
 
 import argparse
+import itertools
 import os
 import sys
 
@@ -164,6 +169,58 @@ def map_coordinates_sample(images, theta, out_height, out_width):
     return keras.ops.image.map_coordinates(images, ops.stack([b, y, x, c]), order=1)
 
 
+def tap_reads(arrays, out_size):
+    """`(flat, index, fractions, offsets)` of keras_stn's reads, computed in NumPy:
+    the images padded with one line before and two after each axis, flattened to
+    `(pixels, C)`, the flat index of each point's first tap, and its fractions, first
+    axis first. Points are clipped to [-1, size], as zeros padding does."""
+    images, theta, _ = arrays
+    sizes = images.shape[1:-1]
+    grid = np.asarray(keras_stn.ops.affine_grid(theta, out_size))
+    padded = np.pad(images, [(0, 0)] + [(1, 2)] * len(sizes) + [(0, 0)])
+    strides = np.cumprod((1,) + padded.shape[-2:0:-1])[::-1]  # (..., W + 3, 1), then batch
+    index = np.arange(images.shape[0]).reshape((-1,) + (1,) * len(sizes)) * strides[0]
+    fractions = []
+    for axis, size in enumerate(sizes):
+        pixel = ((grid[..., len(sizes) - 1 - axis] + 1.0) * size - 1.0) * 0.5
+        pixel = np.clip(pixel, -1.0, size)
+        floor = np.floor(pixel)
+        index = index + (floor.astype(np.int32) + 1) * strides[axis + 1]
+        fractions.append((pixel - floor)[..., None].astype(np.float32))
+    offsets = [int(sum(bit * stride for bit, stride in zip(bits, strides[1:])))
+               for bits in itertools.product((0, 1), repeat=len(sizes))]
+    flat = padded.reshape(-1, images.shape[-1])
+    return flat, index.astype(np.int32), fractions, offsets
+
+
+def blend(values, fractions):
+    """Multilinear blend of the 2 ** rank tap values (NumPy or TensorFlow), first axis
+    outermost, as keras_stn blends them."""
+    if not fractions:
+        return values[0]
+    half = len(values) // 2
+    low, high = blend(values[:half], fractions[1:]), blend(values[half:], fractions[1:])
+    return low + fractions[0] * (high - low)
+
+
+@tf.function(jit_compile=False)
+def gather_reads(flat, index, fractions, offsets):
+    """The taps read with `tf.gather` and blended, op by op (`offsets`: a Python list)."""
+    return blend([tf.gather(flat, index + offset, axis=0) for offset in offsets], fractions)
+
+
+def reads_call(arrays, out_size):
+    flat, index, fractions, offsets = tap_reads(arrays, out_size)
+    flat, index = tf.constant(flat), tf.constant(index)
+    fractions = [tf.constant(f) for f in fractions]
+
+    def call():
+        gather_reads(flat, index, fractions, offsets)
+        timing.sync_tensorflow()
+
+    return call
+
+
 # -------------------------------------------------------------------------- the callers
 
 
@@ -280,6 +337,8 @@ def methods(shape, mode, skip):
     found["stn graph"] = tensorflow_call(stn_sample, arrays, out_size, mode, False)
     found["stn fit graph"] = tensorflow_call(stn_sample_compiled, arrays, out_size, mode, False)
     found["stn XLA"] = tensorflow_call(stn_sample, arrays, out_size, mode, True)
+    if mode == "fwd":
+        found["reads graph"] = reads_call(arrays, out_size)
     return {name: call for name, call in found.items() if name not in skip}
 
 
@@ -303,6 +362,8 @@ def check_agreement(shape):
             torch.from_numpy(channels_first(images)), grid, align_corners=False
         )
         others["torch"] = np.moveaxis(out.numpy(), 1, -1)
+    flat, index, fractions, offsets = tap_reads((images, theta, None), out_size)
+    others["reads"] = blend([flat[index + offset] for offset in offsets], fractions)
     for name, out in others.items():
         error = np.max(np.abs(np.asarray(out) - reference))
         if error > 1e-4:
@@ -328,7 +389,7 @@ def main():
           "torch, or to the gather baseline when torch is absent)")
     print(f"Calling a jit-compiled tf.function that does nothing takes {call_overhead_ms():.2f} "
           "ms here: every TensorFlow figure includes that once.\n")
-    tables = {}  # one per rank: the volumes have fewer methods
+    tables = {}  # one per rank: the volumes have fewer methods, `fwd` has one more
     for index in args.shapes:
         shape = with_batch(SHAPES[index], args.batch)
         check_agreement(shape)
@@ -337,21 +398,27 @@ def main():
             seconds = timing.time_interleaved(calls, args.repeats)
             reference = "torch" if "torch" in seconds else "gather XLA"
             what = "B, H, W, C" if rank(shape) == 2 else "B, D, H, W, C"
-            header, rows = tables.setdefault(
-                rank(shape), ([f"shape ({what} -> out)", "mode"] + list(seconds), [])
-            )
-            row = [label(shape), mode]
+            names, rows = tables.setdefault(rank(shape), ([], []))
+            names.extend(name for name in seconds if name not in names)
+            row = {"shape": label(shape), "mode": mode}
             for name, value in seconds.items():
-                cell = f"{1000 * value:.2f}"
+                row[name] = f"{1000 * value:.2f}"
                 if name != reference and reference in seconds:
-                    cell += f" ({value / seconds[reference]:.2f}x)"
-                row.append(cell)
+                    row[name] += f" ({value / seconds[reference]:.2f}x)"
             rows.append(row)
-            print(timing.markdown_table(header, rows[-1:]).splitlines()[-1], flush=True)
+            header = [f"shape ({what} -> out)", "mode"] + names
+            print(timing.markdown_table(header, [cells(row, names)]).splitlines()[-1],
+                  flush=True)
     print(f"\n{timing.load()}")
-    for header, rows in tables.values():
+    for rank_, (names, rows) in tables.items():
+        what = "B, H, W, C" if rank_ == 2 else "B, D, H, W, C"
         print()
-        print(timing.markdown_table(header, rows))
+        print(timing.markdown_table([f"shape ({what} -> out)", "mode"] + names,
+                                    [cells(row, names) for row in rows]))
+
+
+def cells(row, names):
+    return [row["shape"], row["mode"]] + [row.get(name, "-") for name in names]
 
 
 if __name__ == "__main__":
