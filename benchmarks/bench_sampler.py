@@ -178,7 +178,8 @@ def tap_reads(arrays, out_size):
     sizes = images.shape[1:-1]
     grid = np.asarray(keras_stn.ops.affine_grid(theta, out_size))
     padded = np.pad(images, [(0, 0)] + [(1, 2)] * len(sizes) + [(0, 0)])
-    strides = np.cumprod((1,) + padded.shape[-2:0:-1])[::-1]  # (..., W + 3, 1), then batch
+    # Per image, then per axis: (pixels per image, W + 3, 1) for images.
+    strides = np.cumprod((1,) + padded.shape[-2:0:-1])[::-1]
     index = np.arange(images.shape[0]).reshape((-1,) + (1,) * len(sizes)) * strides[0]
     fractions = []
     for axis, size in enumerate(sizes):
@@ -397,7 +398,6 @@ def main():
             calls = methods(shape, mode, set(args.skip))
             seconds = timing.time_interleaved(calls, args.repeats)
             reference = "torch" if "torch" in seconds else "gather XLA"
-            what = "B, H, W, C" if rank(shape) == 2 else "B, D, H, W, C"
             names, rows = tables.setdefault(rank(shape), ([], []))
             names.extend(name for name in seconds if name not in names)
             row = {"shape": label(shape), "mode": mode}
@@ -406,15 +406,17 @@ def main():
                 if name != reference and reference in seconds:
                     row[name] += f" ({value / seconds[reference]:.2f}x)"
             rows.append(row)
-            header = [f"shape ({what} -> out)", "mode"] + names
-            print(timing.markdown_table(header, [cells(row, names)]).splitlines()[-1],
-                  flush=True)
+            table = timing.markdown_table(header(rank(shape), names), [cells(row, names)])
+            print(table.splitlines()[-1], flush=True)
     print(f"\n{timing.load()}")
     for rank_, (names, rows) in tables.items():
-        what = "B, H, W, C" if rank_ == 2 else "B, D, H, W, C"
         print()
-        print(timing.markdown_table([f"shape ({what} -> out)", "mode"] + names,
-                                    [cells(row, names) for row in rows]))
+        print(timing.markdown_table(header(rank_, names), [cells(row, names) for row in rows]))
+
+
+def header(rank_, names):
+    what = "B, H, W, C" if rank_ == 2 else "B, D, H, W, C"
+    return [f"shape ({what} -> out)", "mode"] + names
 
 
 def cells(row, names):
