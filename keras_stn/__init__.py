@@ -4,7 +4,8 @@ Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks",
 NIPS 2015, arXiv:1506.02025.
 
 `keras_stn.datasets` (tf.data pipelines) is imported on first use, so that
-`import keras_stn` does not import TensorFlow on the JAX and PyTorch backends.
+`import keras_stn` does not import TensorFlow on the JAX and PyTorch backends; for the
+same reason it is not in `__all__` (`from keras_stn import *` leaves it out).
 """
 
 import importlib
@@ -25,7 +26,6 @@ __all__ = [
     "GridGenerator",
     "Sampler",
     "SpatialTransformer",
-    "datasets",
     "initializers",
     "ops",
     "transforms",

@@ -32,6 +32,7 @@ def test_import_keras_stn_does_not_import_tensorflow(backend):
         import keras_stn
         assert keras_stn.__file__.startswith({ROOT!r}), keras_stn.__file__
         import keras_stn.visualize
+        from keras_stn import *  # every public name, datasets not among them
         assert "tensorflow" not in sys.modules, "keras_stn imported tensorflow"
         # datasets (tf.data pipelines) is there on first use.
         assert keras_stn.datasets.VARIANTS
