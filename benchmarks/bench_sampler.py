@@ -25,8 +25,8 @@ Methods:
 - `stn fit graph`: the same `tf.function` without `jit_compile`, reading through
   `keras_stn.ops.sample_compiled` (the sampler as one XLA function): what the layers
   run while training when the model is not compiled with XLA (Keras' CPU default).
-- `reads graph` (`fwd` only): the `tf.gather` reads of the 2 ** rank taps and their
-  blend, op by op, from flat indices and fractions computed before the clock. No
+- `reads graph` (`fwd` only): keras_stn's own `tf.gather` reads of the 2 ** rank taps
+  and its blend, op by op, from flat indices and fractions computed before the clock. No
   sampler that TensorFlow runs op by op with `tf.gather` (a served SavedModel) can
   take less: the floor under `stn graph`.
 
@@ -45,7 +45,6 @@ the script runs, not a measurement.
 """
 
 import argparse
-import itertools
 import os
 import sys
 
@@ -58,6 +57,7 @@ import tensorflow as tf
 from keras import ops
 
 import keras_stn
+from keras_stn.ops import sampling  # the sampler's own reads, for `reads graph`
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timing
@@ -170,50 +170,30 @@ def map_coordinates_sample(images, theta, out_height, out_width):
 
 
 def tap_reads(arrays, out_size):
-    """`(flat, index, fractions, offsets)` of keras_stn's reads, computed in NumPy:
-    the images padded with one line before and two after each axis, flattened to
-    `(pixels, C)`, the flat index of each point's first tap, and its fractions, first
-    axis first. Points are clipped to [-1, size], as zeros padding does."""
+    """`(flat, index, fractions, offsets)`: what keras_stn's bilinear read starts from,
+    computed by its own functions (zeros padding, unsnapped coordinates): the padded
+    images as `(pixels, C)` rows, each point's first tap, its fractions per axis, and
+    the taps' offsets from it."""
     images, theta, _ = arrays
-    sizes = images.shape[1:-1]
-    grid = np.asarray(keras_stn.ops.affine_grid(theta, out_size))
-    padded = np.pad(images, [(0, 0)] + [(1, 2)] * len(sizes) + [(0, 0)])
-    # Per image, then per axis: (pixels per image, W + 3, 1) for images.
-    strides = np.cumprod((1,) + padded.shape[-2:0:-1])[::-1]
-    index = np.arange(images.shape[0]).reshape((-1,) + (1,) * len(sizes)) * strides[0]
-    fractions = []
-    for axis, size in enumerate(sizes):
-        pixel = ((grid[..., len(sizes) - 1 - axis] + 1.0) * size - 1.0) * 0.5
-        pixel = np.clip(pixel, -1.0, size)
-        floor = np.floor(pixel)
-        index = index + (floor.astype(np.int32) + 1) * strides[axis + 1]
-        fractions.append((pixel - floor)[..., None].astype(np.float32))
-    offsets = [int(sum(bit * stride for bit, stride in zip(bits, strides[1:])))
-               for bits in itertools.product((0, 1), repeat=len(sizes))]
-    flat = padded.reshape(-1, images.shape[-1])
-    return flat, index.astype(np.int32), fractions, offsets
-
-
-def blend(values, fractions):
-    """Multilinear blend of the 2 ** rank tap values (NumPy or TensorFlow), first axis
-    outermost, as keras_stn blends them."""
-    if not fractions:
-        return values[0]
-    half = len(values) // 2
-    low, high = blend(values[:half], fractions[1:]), blend(values[half:], fractions[1:])
-    return low + fractions[0] * (high - low)
+    images = tf.constant(images)
+    sizes = tuple(images.shape[1:-1])
+    grid = keras_stn.ops.affine_grid(tf.constant(theta), out_size)
+    coords = [sampling._clip_outside(c, size, "float32") for c, size in
+              zip(sampling._pixel_coordinates(grid, sizes, False, "float32"), sizes)]
+    padded = sampling._pad_images(images, None, "float32")
+    layout = sampling._PaddedLayout(padded, coords[0])
+    index, fractions = sampling._corners(coords, layout.strides, layout.base())
+    return ops.reshape(padded, (layout.size, layout.channels)), index, fractions, layout.offsets
 
 
 @tf.function(jit_compile=False)
 def gather_reads(flat, index, fractions, offsets):
-    """The taps read with `tf.gather` and blended, op by op (`offsets`: a Python list)."""
-    return blend([tf.gather(flat, index + offset, axis=0) for offset in offsets], fractions)
+    """The sampler's own reads and blend, op by op (`offsets`: a Python list)."""
+    return sampling._blend(sampling._read(flat, index, offsets, "float32"), fractions)
 
 
 def reads_call(arrays, out_size):
     flat, index, fractions, offsets = tap_reads(arrays, out_size)
-    flat, index = tf.constant(flat), tf.constant(index)
-    fractions = [tf.constant(f) for f in fractions]
 
     def call():
         gather_reads(flat, index, fractions, offsets)
@@ -363,8 +343,7 @@ def check_agreement(shape):
             torch.from_numpy(channels_first(images)), grid, align_corners=False
         )
         others["torch"] = np.moveaxis(out.numpy(), 1, -1)
-    flat, index, fractions, offsets = tap_reads((images, theta, None), out_size)
-    others["reads"] = blend([flat[index + offset] for offset in offsets], fractions)
+    others["reads"] = gather_reads(*tap_reads((images, theta, None), out_size))
     for name, out in others.items():
         error = np.max(np.abs(np.asarray(out) - reference))
         if error > 1e-4:
