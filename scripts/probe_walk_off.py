@@ -10,7 +10,7 @@ docs/reproduction.md has its figures.
 
     python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --warmup-steps 0   # walks off
     python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --warmup-steps 0 --localisation-learning-rate 0.3
-    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --steps 200 --every 10  # the recipe: held 63 steps
+    python scripts/probe_walk_off.py --variant TC --seed 2 --model affine --steps 200 --every 10  # the recipe: held 16 steps
 
 Any other flag is the example's (`--warmup-steps`, `--localisation-learning-rate`,
 `--antialias`, ...).
