@@ -22,8 +22,8 @@ TensorFlow's start-up log (CUDA probing, CPU features) is hidden unless
 `TF_CPP_MIN_LOG_LEVEL` is set: `TF_CPP_MIN_LOG_LEVEL=0 python examples/...` shows it.
 
 Measured with the defaults (2-core CPU, offline digits): on RTS, seed 0, CNN 8.1% test
-error, affine ST-CNN 3.3% (2026-12-07), 4 min 39 s in all on a quiet machine
-(2026-12-02). The recipe's transformers hold still for their first 16 steps
+error, affine ST-CNN 3.3%, 4 min 50 s in all on a quiet machine (2026-12-07). The
+recipe's transformers hold still for their first 16 steps
 (`warmup_steps`, chosen on held-out digits): without that, on cluttered MNIST (TC) one
 seed of three walked off the image in the first steps (`scripts/probe_walk_off.py
 --warmup-steps 0` shows it).
